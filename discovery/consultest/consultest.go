@@ -1,0 +1,252 @@
+// Package consultest starts real Consul dev agents for tests, each on its own
+// free ports and data directory, so tests never collide with each other or
+// with a stack a person is running.
+package consultest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Agent is one running `consul agent -dev`.
+type Agent struct {
+	t        testing.TB
+	bin      string
+	args     []string
+	HTTPAddr string // host:port of the HTTP API
+	log      *syncBuffer
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// Start runs a dev agent and waits until it has a leader and a node in the
+// catalog. It is stopped when the test ends.
+func Start(t testing.TB) *Agent {
+	t.Helper()
+	ports := FreePorts(t, 5)
+	a := &Agent{
+		t:        t,
+		bin:      Binary(t),
+		HTTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
+		log:      &syncBuffer{},
+	}
+	a.args = []string{"agent", "-dev",
+		"-node", fmt.Sprintf("test-%d", ports[0]),
+		"-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-http-port", strconv.Itoa(ports[0]),
+		"-server-port", strconv.Itoa(ports[1]),
+		"-serf-lan-port", strconv.Itoa(ports[2]),
+		"-serf-wan-port", strconv.Itoa(ports[3]),
+		"-grpc-port", strconv.Itoa(ports[4]),
+		"-dns-port", "-1",
+		"-log-level", "warn",
+	}
+	a.start()
+	t.Cleanup(a.Stop)
+	return a
+}
+
+func (a *Agent) start() {
+	a.t.Helper()
+	cmd := exec.Command(a.bin, a.args...)
+	cmd.Stdout, cmd.Stderr = a.log, a.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		a.t.Fatalf("start consul: %v", err)
+	}
+	a.mu.Lock()
+	a.cmd = cmd
+	a.mu.Unlock()
+	a.WaitReady()
+}
+
+// Client returns a Consul API client for this agent.
+func (a *Agent) Client() *api.Client {
+	a.t.Helper()
+	c, err := api.NewClient(a.Config())
+	if err != nil {
+		a.t.Fatalf("consul client: %v", err)
+	}
+	return c
+}
+
+// Config returns an API config pointing at this agent.
+func (a *Agent) Config() *api.Config {
+	cfg := api.DefaultConfig()
+	cfg.Address = a.HTTPAddr
+	cfg.Scheme = "http"
+	cfg.Token = ""
+	return cfg
+}
+
+// Env returns the environment variables that point a child process at this
+// agent.
+func (a *Agent) Env() []string {
+	return []string{"CONSUL_HTTP_ADDR=" + a.HTTPAddr}
+}
+
+// WaitReady polls until the agent has elected itself leader and registered
+// its own node.
+func (a *Agent) WaitReady() {
+	a.t.Helper()
+	c := a.Client()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader, err := c.Status().Leader()
+		if err == nil && leader != "" {
+			nodes, _, err := c.Catalog().Nodes(nil)
+			if err == nil && len(nodes) > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("consul at %s not ready after 30s (last error: %v)\n%s", a.HTTPAddr, err, a.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop ends the agent (SIGINT, then SIGKILL) and waits for it.
+func (a *Agent) Stop() {
+	a.mu.Lock()
+	cmd := a.cmd
+	a.cmd = nil
+	a.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	if a.t.Failed() {
+		a.t.Logf("consul %s output:\n%s", a.HTTPAddr, a.log.String())
+	}
+}
+
+// Restart stops the agent and starts a fresh one on the same ports. A dev
+// agent keeps no state, so every registration is lost, as when a real agent
+// is rebuilt.
+func (a *Agent) Restart() {
+	a.t.Helper()
+	a.Stop()
+	a.start()
+}
+
+// Output is what the agent printed so far.
+func (a *Agent) Output() string { return a.log.String() }
+
+// Binary finds the consul binary: $CONSUL_BIN, else bin/consul at the module
+// root (built by `make tools`), else consul on PATH.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if b := os.Getenv("CONSUL_BIN"); b != "" {
+		return b
+	}
+	if root, err := ModuleRoot(); err == nil {
+		b := filepath.Join(root, "bin", "consul")
+		if _, err := os.Stat(b); err == nil {
+			return b
+		}
+	}
+	if b, err := exec.LookPath("consul"); err == nil {
+		return b
+	}
+	t.Fatalf("no consul binary: run `make tools`, or set CONSUL_BIN")
+	return ""
+}
+
+// ModuleRoot walks up from the working directory to the directory holding
+// go.mod of the main module.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(b, []byte("module github.com/hopgate/hopgate\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.mod of github.com/hopgate/hopgate not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// FreePorts returns n distinct TCP ports that were free a moment ago.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, 0, n)
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			_ = l.Close()
+		}
+	}()
+	for len(ports) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		held = append(held, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// Eventually polls cond every 50ms until it returns nil or the deadline
+// passes, then fails the test with the last error.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not true within %v: %v", what, within, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
