@@ -35,7 +35,9 @@ type Instance struct {
 	Tags    []string
 	Meta    map[string]string
 	// Weight is Consul's Weights.Passing, or Weights.Warning for an instance
-	// in warning state (Consul's defaults are 1 and 1).
+	// in warning state (Consul's defaults are 1 and 1). It is 0 for an
+	// instance in warning registered with Weights.Warning 0, which asks for
+	// no traffic while it warns: balancers must allow for 0.
 	Weight int
 	Health Health
 }
