@@ -36,11 +36,23 @@ type Agent struct {
 // catalog. It is stopped when the test ends.
 func Start(t testing.TB) *Agent {
 	t.Helper()
+	return StartAt(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePorts(t, 1)[0])))
+}
+
+// StartAt is Start with the HTTP API on a given loopback address, for tests
+// that point processes at an agent before it exists.
+func StartAt(t testing.TB, httpAddr string) *Agent {
+	t.Helper()
+	_, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		t.Fatalf("consultest: bad address %q: %v", httpAddr, err)
+	}
 	ports := FreePorts(t, 5)
+	ports[0], _ = strconv.Atoi(port)
 	a := &Agent{
 		t:        t,
 		bin:      Binary(t),
-		HTTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
+		HTTPAddr: httpAddr,
 		log:      &syncBuffer{},
 	}
 	a.args = []string{"agent", "-dev",

@@ -1,0 +1,119 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/hopgate/hopgate/discovery"
+)
+
+// AdminOptions configure the admin handler.
+type AdminOptions struct {
+	// Discovery reports the watcher's state for /routes; may be nil.
+	Discovery func() discovery.Status
+}
+
+// NewAdmin returns the admin API handler: /healthz, /readyz and /routes.
+// It belongs on its own listener, never the public one.
+func NewAdmin(gw *Gateway, opts AdminOptions) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !gw.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("waiting for the first discovery snapshot\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /routes", func(w http.ResponseWriter, r *http.Request) {
+		var st *discovery.Status
+		if opts.Discovery != nil {
+			s := opts.Discovery()
+			st = &s
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(routesView(gw, st, time.Now()))
+	})
+	return mux
+}
+
+// RoutesDoc is the JSON document served at /routes.
+type RoutesDoc struct {
+	Ready     bool          `json:"ready"`
+	Index     uint64        `json:"index"`
+	Discovery *DiscoveryDoc `json:"discovery,omitempty"`
+	Routes    []RouteDoc    `json:"routes"`
+}
+
+// DiscoveryDoc reports how fresh the routing table is. While Consul is
+// unreachable the last good routes keep serving (fail static) and Stale says
+// so; StaleSeconds is how long Consul has not answered.
+type DiscoveryDoc struct {
+	LastContact  time.Time `json:"last_contact"`
+	Stale        bool      `json:"stale"`
+	StaleSeconds float64   `json:"stale_seconds"`
+	LastError    string    `json:"last_error,omitempty"`
+	Services     int       `json:"services"`
+	Instances    int       `json:"instances"`
+}
+
+// RouteDoc is one route in /routes.
+type RouteDoc struct {
+	Route      string        `json:"route"`
+	Host       string        `json:"host,omitempty"`
+	PathPrefix string        `json:"path_prefix"`
+	Strip      string        `json:"strip,omitempty"`
+	Service    string        `json:"service"`
+	Instances  []InstanceDoc `json:"instances"`
+}
+
+// InstanceDoc is one upstream of a route.
+type InstanceDoc struct {
+	ID      string `json:"id"`
+	Node    string `json:"node"`
+	Address string `json:"address"`
+	Port    int    `json:"port"`
+	Health  string `json:"health"`
+	Weight  int    `json:"weight"`
+}
+
+func routesView(gw *Gateway, st *discovery.Status, now time.Time) RoutesDoc {
+	t := gw.Table()
+	doc := RoutesDoc{Ready: gw.Ready(), Index: t.Index(), Routes: []RouteDoc{}}
+	if st != nil {
+		d := &DiscoveryDoc{
+			LastContact: st.LastContact,
+			LastError:   st.LastError,
+			Services:    st.Services,
+			Instances:   st.Instances,
+		}
+		// A quiet blocking query may go minutes without an answer, so
+		// silence alone is not staleness: a failed query is.
+		if st.LastError != "" {
+			d.Stale = true
+			if !st.LastContact.IsZero() {
+				d.StaleSeconds = now.Sub(st.LastContact).Seconds()
+			}
+		}
+		doc.Discovery = d
+	}
+	for _, r := range t.Routes() {
+		rd := RouteDoc{Route: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, Strip: r.Strip,
+			Service: r.Service, Instances: make([]InstanceDoc, 0, len(r.Upstreams))}
+		for _, up := range r.Upstreams {
+			in := up.Instance
+			rd.Instances = append(rd.Instances, InstanceDoc{ID: in.ID, Node: in.Node,
+				Address: in.Address, Port: in.Port, Health: string(in.Health), Weight: in.Weight})
+		}
+		doc.Routes = append(doc.Routes, rd)
+	}
+	return doc
+}

@@ -1,0 +1,184 @@
+// Command hopgate is the gateway: it watches Consul for services that opt in
+// with route tags and proxies HTTP to their passing instances.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hopgate/hopgate/discovery"
+	"github.com/hopgate/hopgate/gateway"
+	"github.com/hopgate/hopgate/telemetry"
+)
+
+// usageError is a problem with flags or environment: exit status 2.
+type usageError struct{ error }
+
+func main() {
+	err := run(os.Args[1:], os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.As(err, new(usageError)):
+		fmt.Fprintln(os.Stderr, "hopgate:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "hopgate:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	listen      string
+	admin       string
+	maxAttempts int
+	shutdown    time.Duration
+	logs        *telemetry.LogFlags
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("hopgate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c := &config{}
+	fs.StringVar(&c.listen, "listen", ":8080", "public listen `address` for proxied traffic")
+	fs.StringVar(&c.admin, "admin", "127.0.0.1:9901", "admin API listen `address` (/healthz, /readyz, /routes); keep it private")
+	fs.IntVar(&c.maxAttempts, "max-attempts", gateway.DefaultMaxAttempts, "attempts per request, the first included; connection failures are retried on other instances")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on shutdown")
+	c.logs = telemetry.RegisterLogFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "Usage: hopgate [flags]\n\nConsul is reached through the standard CONSUL_HTTP_* variables; traces go where the OTEL_* variables say.\n\nFlags:")
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	for name, addr := range map[string]string{"listen": c.listen, "admin": c.admin} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, usageError{fmt.Errorf("invalid value %q for flag -%s: want host:port or :port", addr, name)}
+		}
+	}
+	if c.maxAttempts < 1 {
+		return nil, usageError{fmt.Errorf("invalid value %d for flag -max-attempts: must be at least 1", c.maxAttempts)}
+	}
+	if c.shutdown <= 0 {
+		return nil, usageError{fmt.Errorf("invalid value %v for flag -shutdown-timeout: must be positive", c.shutdown)}
+	}
+	if err := c.logs.Validate(); err != nil {
+		return nil, usageError{err}
+	}
+	return c, nil
+}
+
+func run(args []string, stderr io.Writer) error {
+	c, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	consul, err := discovery.ClientFromEnv()
+	if err != nil {
+		return usageError{err}
+	}
+	log := telemetry.NewLogger("hopgate", c.logs, stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	hostname, _ := os.Hostname()
+	shutdownTracing, err := telemetry.Setup(ctx, telemetry.Options{
+		ServiceName: "hopgate", InstanceID: hostname, Version: version(),
+	})
+	if err != nil {
+		return usageError{fmt.Errorf("telemetry: %w", err)}
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(ctx); err != nil {
+			log.Warn("flushing traces", "error", err)
+		}
+	}()
+
+	publicLn, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("public listener: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", c.admin)
+	if err != nil {
+		publicLn.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+
+	gw := gateway.New(gateway.Options{Logger: log})
+	watcher := discovery.NewWatcher(discovery.Config{
+		Consul:  discovery.NewConsul(consul),
+		Logger:  log.Named("discovery"),
+		Publish: gw.Apply,
+	})
+	public := &http.Server{
+		Handler:           gateway.NewProxy(gw, gateway.ProxyOptions{Logger: log.Named("proxy"), MaxAttempts: c.maxAttempts}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	admin := &http.Server{
+		Handler:           gateway.NewAdmin(gw, gateway.AdminOptions{Discovery: watcher.Status}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+
+	log.Info("hopgate starting", "version", version(), "listen", publicLn.Addr().String(),
+		"admin", adminLn.Addr().String(), "consul", discovery.Addr())
+
+	errc := make(chan error, 3)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go func() { errc <- watcher.Run(watchCtx) }()
+	go func() { errc <- serve(public, publicLn) }()
+	go func() { errc <- serve(admin, adminLn) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.Error("stopping after failure", "error", runErr)
+	}
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), c.shutdown)
+	defer cancel()
+	if err := public.Shutdown(shutdownCtx); err != nil {
+		log.Warn("in-flight requests cut at shutdown timeout", "error", err)
+	}
+	_ = admin.Shutdown(shutdownCtx)
+	stopWatch()
+	return runErr
+}
+
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hopgate/hopgate/discovery"
+	"github.com/hopgate/hopgate/discovery/routetag"
+)
+
+// instance makes a passing instance with the given route tag values.
+func instance(id string, port int, routes ...string) discovery.Instance {
+	in := discovery.Instance{ID: id, Node: "n1", Address: "127.0.0.1", Port: port,
+		Weight: 1, Health: discovery.Passing}
+	for _, r := range routes {
+		in.Tags = append(in.Tags, routetag.Prefix+r)
+	}
+	return in
+}
+
+func snapshot(services ...*discovery.Service) *discovery.Snapshot {
+	return &discovery.Snapshot{Services: services, Index: 7}
+}
+
+func buildTable(t *testing.T, snap *discovery.Snapshot) *Table {
+	t.Helper()
+	b := tableBuilder{log: hclog.NewNullLogger(), picks: NewRoundRobin}
+	return b.build(snap)
+}
+
+func TestMatch(t *testing.T) {
+	table := buildTable(t, snapshot(
+		&discovery.Service{Name: "api", Instances: []discovery.Instance{instance("api-1", 1, "/api", "/api/v2/admin")}},
+		&discovery.Service{Name: "root", Instances: []discovery.Instance{instance("root-1", 2, "/")}},
+		&discovery.Service{Name: "shop", Instances: []discovery.Instance{instance("shop-1", 3, "shop.example.com/", "Shop.Example.com/cart/")}},
+		&discovery.Service{Name: "v6", Instances: []discovery.Instance{instance("v6-1", 4, "[::1]/six")}},
+	))
+	tests := []struct{ host, path, want string }{
+		{"anything", "/", "/"},
+		{"anything", "/index.html", "/"},
+		{"anything", "/api", "/api"},
+		{"anything", "/api/", "/api"},
+		{"anything", "/api/users/1", "/api"},
+		{"anything", "/apix", "/"}, // prefixes match on segment boundaries
+		{"anything", "/api/v2/admin/x", "/api/v2/admin"},
+		{"anything", "/api/v2/adminx", "/api"},
+		{"shop.example.com", "/", "shop.example.com/"},
+		{"SHOP.example.com:8080", "/api", "shop.example.com/"}, // host-specific beats host-less
+		{"shop.example.com", "/cart/items", "shop.example.com/cart"},
+		{"other.example.com", "/cart", "/"},
+		{"[::1]:80", "/six/x", "[::1]/six"},
+		{"anything", "", "/"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host+tt.path, func(t *testing.T) {
+			r := table.Match(tt.host, tt.path)
+			if r == nil || r.Name != tt.want {
+				t.Fatalf("Match(%q, %q) = %v, want route %q", tt.host, tt.path, r, tt.want)
+			}
+		})
+	}
+}
+
+func TestMatchNoRoute(t *testing.T) {
+	table := buildTable(t, snapshot(
+		&discovery.Service{Name: "api", Instances: []discovery.Instance{instance("api-1", 1, "/api", "h.example/x")}},
+	))
+	for _, c := range [][2]string{{"any", "/"}, {"any", "/apix"}, {"h.example", "/y"}, {"any", "/x"}} {
+		if r := table.Match(c[0], c[1]); r != nil {
+			t.Errorf("Match(%q, %q) = %v, want no route", c[0], c[1], r)
+		}
+	}
+	if r := (&Table{}).Match("h", "/"); r != nil {
+		t.Errorf("empty table matched %v", r)
+	}
+}
+
+func TestBuild(t *testing.T) {
+	warning := instance("hello-3", 3, "/")
+	warning.Health = discovery.Warning
+	table := buildTable(t, snapshot(
+		&discovery.Service{Name: "a-first", Instances: []discovery.Instance{instance("a-1", 9, "/shared")}},
+		&discovery.Service{Name: "hello", Instances: []discovery.Instance{
+			instance("hello-1", 1, "/", "/shared", "/bad/../tag", "/v1 strip=/v1"),
+			instance("hello-2", 2, "/"),
+			warning,
+			instance("hello-4", 4), // no route tag on this instance
+		}},
+	))
+	byName := map[string]*Route{}
+	for _, r := range table.Routes() {
+		byName[r.Name] = r
+	}
+	if len(byName) != 3 {
+		t.Fatalf("routes = %v, want /, /shared and /v1", table.Routes())
+	}
+	root := byName["/"]
+	if got := upstreamIDs(root); got != "[hello-1 hello-2]" {
+		t.Errorf("/ upstreams = %s: want only passing instances that carry the tag", got)
+	}
+	if s := byName["/shared"]; s.Service != "a-first" || upstreamIDs(s) != "[a-1]" {
+		t.Errorf("/shared = %v: the first service by name keeps a contested route", s)
+	}
+	if v1 := byName["/v1"]; v1.Strip != "/v1" {
+		t.Errorf("/v1 strip = %q", v1.Strip)
+	}
+	if root.Upstreams[0] != byName["/v1"].Upstreams[0] {
+		t.Error("an instance on several routes should share one Upstream")
+	}
+	if table.Index() != 7 {
+		t.Errorf("Index = %d", table.Index())
+	}
+}
+
+func upstreamIDs(r *Route) string {
+	ids := make([]string, len(r.Upstreams))
+	for i, u := range r.Upstreams {
+		ids[i] = u.Instance.ID
+	}
+	return fmt.Sprint(ids)
+}
+
+func TestCanonicalHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"example.com":      "example.com",
+		"Example.COM:8080": "example.com",
+		"[::1]:80":         "[::1]",
+		"[::1]":            "[::1]",
+		"10.0.0.1:80":      "10.0.0.1",
+		"":                 "",
+	} {
+		if got := canonicalHost(in); got != want {
+			t.Errorf("canonicalHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func BenchmarkMatch(b *testing.B) {
+	for _, n := range []int{10, 10000} {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			var svcs []*discovery.Service
+			for i := range n {
+				svcs = append(svcs, &discovery.Service{Name: fmt.Sprintf("svc-%05d", i),
+					Instances: []discovery.Instance{instance("i", 1, fmt.Sprintf("/svc/%d", i))}})
+			}
+			t := (&tableBuilder{log: hclog.NewNullLogger(), picks: NewRoundRobin}).build(snapshot(svcs...))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if t.Match("example.com", "/svc/7/users/42") == nil {
+					b.Fatal("no match")
+				}
+			}
+		})
+	}
+}
