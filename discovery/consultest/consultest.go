@@ -47,7 +47,7 @@ func StartAt(t testing.TB, httpAddr string) *Agent {
 	if err != nil {
 		t.Fatalf("consultest: bad address %q: %v", httpAddr, err)
 	}
-	ports := FreePorts(t, 5)
+	ports := FreePorts(t, 6)
 	ports[0], _ = strconv.Atoi(port)
 	a := &Agent{
 		t:        t,
@@ -63,6 +63,7 @@ func StartAt(t testing.TB, httpAddr string) *Agent {
 		"-serf-lan-port", strconv.Itoa(ports[2]),
 		"-serf-wan-port", strconv.Itoa(ports[3]),
 		"-grpc-port", strconv.Itoa(ports[4]),
+		"-grpc-tls-port", strconv.Itoa(ports[5]),
 		"-dns-port", "-1",
 		"-log-level", "warn",
 	}
