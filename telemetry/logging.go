@@ -2,61 +2,68 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/hashicorp/go-hclog"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// LogFlags are the logging options both binaries share. Defaults come from
-// HOPGATE_LOG_LEVEL and HOPGATE_LOG_FORMAT so containers can set them
-// without touching the command line.
+// LogFlags are the logging options every binary shares.
 type LogFlags struct {
-	Level  string
-	Format string
+	Level hclog.Level
+	JSON  bool
 }
 
-// RegisterLogFlags adds -log-level and -log-format to fs.
-func RegisterLogFlags(fs *flag.FlagSet) *LogFlags {
-	lf := &LogFlags{}
-	fs.StringVar(&lf.Level, "log-level", envOr("HOPGATE_LOG_LEVEL", "info"),
-		"log level: trace, debug, info, warn or error (env HOPGATE_LOG_LEVEL)")
-	fs.StringVar(&lf.Format, "log-format", envOr("HOPGATE_LOG_FORMAT", "text"),
-		"log format: text or json (env HOPGATE_LOG_FORMAT)")
-	return lf
-}
-
-// Validate reports a bad level or format in one line.
-func (lf *LogFlags) Validate() error {
-	if hclog.LevelFromString(lf.Level) == hclog.NoLevel {
-		return fmt.Errorf("invalid value %q for -log-level: want trace, debug, info, warn or error", lf.Level)
+// RegisterLogFlags adds -log-level and -log-format to fs. Their defaults come
+// from HOPGATE_LOG_LEVEL and HOPGATE_LOG_FORMAT, so containers can set them
+// without touching the command line; a bad value there is an error naming
+// the variable, a bad flag value fails fs.Parse.
+func RegisterLogFlags(fs *flag.FlagSet) (*LogFlags, error) {
+	lf := &LogFlags{Level: hclog.Info}
+	setLevel := func(s string) error {
+		l := hclog.LevelFromString(s)
+		if l == hclog.NoLevel || l == hclog.Off {
+			return errors.New("want trace, debug, info, warn or error")
+		}
+		lf.Level = l
+		return nil
 	}
-	switch lf.Format {
-	case "text", "json":
-	default:
-		return fmt.Errorf("invalid value %q for -log-format: want text or json", lf.Format)
+	setFormat := func(s string) error {
+		switch s {
+		case "text":
+			lf.JSON = false
+		case "json":
+			lf.JSON = true
+		default:
+			return errors.New("want text or json")
+		}
+		return nil
 	}
-	return nil
+	if v := os.Getenv("HOPGATE_LOG_LEVEL"); v != "" {
+		if err := setLevel(v); err != nil {
+			return nil, fmt.Errorf("HOPGATE_LOG_LEVEL=%q: %v", v, err)
+		}
+	}
+	if v := os.Getenv("HOPGATE_LOG_FORMAT"); v != "" {
+		if err := setFormat(v); err != nil {
+			return nil, fmt.Errorf("HOPGATE_LOG_FORMAT=%q: %v", v, err)
+		}
+	}
+	fs.Func("log-level", "log `level`: trace, debug, info, warn, error (default info, or $HOPGATE_LOG_LEVEL)", setLevel)
+	fs.Func("log-format", "log `format`: text or json (default text, or $HOPGATE_LOG_FORMAT)", setFormat)
+	return lf, nil
 }
 
-// NewLogger returns the root logger of a binary, writing to w (stderr when
-// nil). Call Validate first: an invalid level falls back to info.
+// NewLogger returns the root logger of a binary, writing to w.
 func NewLogger(name string, lf *LogFlags, w io.Writer) hclog.Logger {
-	if w == nil {
-		w = os.Stderr
-	}
-	level := hclog.LevelFromString(lf.Level)
-	if level == hclog.NoLevel {
-		level = hclog.Info
-	}
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       name,
-		Level:      level,
-		JSONFormat: strings.EqualFold(lf.Format, "json"),
+		Level:      lf.Level,
+		JSONFormat: lf.JSON,
 		Output:     w,
 	})
 }
@@ -70,11 +77,4 @@ func TraceArgs(ctx context.Context) []any {
 		return nil
 	}
 	return []any{"trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String()}
-}
-
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
 }

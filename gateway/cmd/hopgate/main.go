@@ -55,7 +55,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.admin, "admin", "127.0.0.1:9901", "admin API listen `address` (/healthz, /readyz, /routes); keep it private")
 	fs.IntVar(&c.maxAttempts, "max-attempts", gateway.DefaultMaxAttempts, "attempts per request, the first included; connection failures are retried on other instances")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on shutdown")
-	c.logs = telemetry.RegisterLogFlags(fs)
+	var err error
+	if c.logs, err = telemetry.RegisterLogFlags(fs); err != nil {
+		return nil, usageError{err}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -78,9 +81,6 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.shutdown <= 0 {
 		return nil, usageError{fmt.Errorf("invalid value %v for flag -shutdown-timeout: must be positive", c.shutdown)}
-	}
-	if err := c.logs.Validate(); err != nil {
-		return nil, usageError{err}
 	}
 	return c, nil
 }
