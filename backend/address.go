@@ -50,11 +50,11 @@ func DetectAddress(agentAddr string) (string, error) {
 	return "", fmt.Errorf("detect address toward the Consul agent at %s: %w", target, errors.Join(errs...))
 }
 
-// newID builds a default instance ID, <service>-<host>-<port>-<6 hex>: the
+// newID builds a default instance ID, <service>-<host>-<port>-<12 hex>: the
 // readable part says where the instance runs, the random part keeps two
 // instances on the same host and port (one after the other) apart.
 func newID(service string, port int) string {
-	var b [3]byte
+	var b [6]byte          // 48 bits: no collision in any realistic fleet
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 	return service + "-" + shortHost() + "-" + strconv.Itoa(port) + "-" + hex.EncodeToString(b[:])
 }

@@ -50,7 +50,7 @@ type Registration struct {
 	// Service is the Consul service name (see ValidateServiceName).
 	Service string
 	// ID is the instance ID, unique on the agent. Default:
-	// <service>-<hostname>-<port>-<6 random hex digits>.
+	// <service>-<hostname>-<port>-<12 random hex digits>.
 	ID string
 	// Address is the address the gateway dials (IP or host name, no port).
 	// Empty means detected before each registration attempt with

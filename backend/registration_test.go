@@ -24,8 +24,8 @@ func TestNewRegistrarDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	host, _ := os.Hostname()
-	if !regexp.MustCompile(`^web-[a-z0-9-]+-8080-[0-9a-f]{6}$`).MatchString(r.ID()) {
-		t.Errorf("ID = %q, want web-<host>-8080-<6 hex>", r.ID())
+	if !regexp.MustCompile(`^web-[a-z0-9-]+-8080-[0-9a-f]{12}$`).MatchString(r.ID()) {
+		t.Errorf("ID = %q, want web-<host>-8080-<12 hex>", r.ID())
 	}
 	if want := []string{"gateway.route=/", "gateway.route=api.example.com/v1 strip=/v1", "blue"}; !slices.Equal(r.Tags(), want) {
 		t.Errorf("tags = %q, want %q", r.Tags(), want)
@@ -146,7 +146,7 @@ func TestNewIDUnique(t *testing.T) {
 	}
 	// The readable part is the same every time.
 	a, b := newID("hello", 8080), newID("hello", 8080)
-	if a[:len(a)-6] != b[:len(b)-6] {
+	if a[:len(a)-12] != b[:len(b)-12] {
 		t.Errorf("%q and %q differ before the random suffix", a, b)
 	}
 }
