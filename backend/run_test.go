@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hopgate/hopgate/discovery/consultest"
 )
 
 // fakeAgent is a scripted Consul agent: it can be down (connection
@@ -159,27 +159,9 @@ func (f *fakeAgent) ops() []string {
 	return out
 }
 
-// syncBuffer is a log sink tests can read while the Registrar writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLogger logs to the test output and to the returned buffer.
-func testLogger(t *testing.T) (hclog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogger(t *testing.T) (hclog.Logger, *consultest.Buffer) {
+	buf := &consultest.Buffer{}
 	return hclog.New(&hclog.LoggerOptions{
 		Name:   "registrar",
 		Level:  hclog.Debug,
@@ -187,7 +169,7 @@ func testLogger(t *testing.T) (hclog.Logger, *syncBuffer) {
 	}), buf
 }
 
-func newFakeRegistrar(t *testing.T, f *fakeAgent) (*Registrar, *syncBuffer) {
+func newFakeRegistrar(t *testing.T, f *fakeAgent) (*Registrar, *consultest.Buffer) {
 	t.Helper()
 	log, buf := testLogger(t)
 	r, err := newRegistrar(f, "", Registration{Service: "web", Port: 8080, Address: "10.0.0.1", Routes: []string{"/"}}, log)

@@ -26,7 +26,7 @@ type Agent struct {
 	bin      string
 	args     []string
 	HTTPAddr string // host:port of the HTTP API
-	log      *syncBuffer
+	log      *Buffer
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -53,7 +53,7 @@ func StartAt(t testing.TB, httpAddr string) *Agent {
 		t:        t,
 		bin:      Binary(t),
 		HTTPAddr: httpAddr,
-		log:      &syncBuffer{},
+		log:      &Buffer{},
 	}
 	a.args = []string{"agent", "-dev",
 		"-node", fmt.Sprintf("test-%d", ports[0]),
@@ -247,18 +247,20 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() err
 	}
 }
 
-type syncBuffer struct {
+// Buffer collects a process's output while it runs: safe for concurrent
+// writes and reads.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,27 +70,10 @@ func cleanEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a running hello.
 type proc struct {
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *consultest.Buffer
 	exited         chan struct{}
 }
 
@@ -99,8 +81,8 @@ func startHello(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{
 		cmd:    exec.Command(helloBinary(t), args...),
-		stdout: &syncBuffer{},
-		stderr: &syncBuffer{},
+		stdout: &consultest.Buffer{},
+		stderr: &consultest.Buffer{},
 		exited: make(chan struct{}),
 	}
 	p.cmd.Env = env
