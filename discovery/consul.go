@@ -37,9 +37,10 @@ func (a apiConsul) ServiceHealth(service string, q *api.QueryOptions) ([]*api.Se
 }
 
 // instancesFrom turns a health answer into the routable instances of one
-// service, sorted by Key. It copies everything it keeps: the result must stay
+// service, sorted by Key, and counts the instances left out as critical or
+// in maintenance. It copies everything it keeps: the result must stay
 // immutable however the caller reuses the API's memory.
-func instancesFrom(entries []*api.ServiceEntry) []Instance {
+func instancesFrom(entries []*api.ServiceEntry) (routable []Instance, unroutable int) {
 	out := make([]Instance, 0, len(entries))
 	for _, e := range entries {
 		if e == nil || e.Service == nil {
@@ -56,6 +57,7 @@ func instancesFrom(entries []*api.ServiceEntry) []Instance {
 		default:
 			// Critical, maintenance, or a status this client does not know
 			// (AggregatedStatus returns ""): not routable.
+			unroutable++
 			continue
 		}
 		inst := Instance{
@@ -76,7 +78,7 @@ func instancesFrom(entries []*api.ServiceEntry) []Instance {
 		out = append(out, inst)
 	}
 	slices.SortFunc(out, func(a, b Instance) int { return strings.Compare(a.Key(), b.Key()) })
-	return out
+	return out, unroutable
 }
 
 // weight picks the instance's weight for its health. Consul fills in 1/1

@@ -22,9 +22,10 @@ func TestInstancesFrom(t *testing.T) {
 		return e
 	}
 	tests := []struct {
-		name    string
-		entries []*api.ServiceEntry
-		want    []Instance
+		name       string
+		entries    []*api.ServiceEntry
+		want       []Instance
+		unroutable int
 	}{
 		{
 			name:    "passing, node address when the service has none",
@@ -38,24 +39,28 @@ func TestInstancesFrom(t *testing.T) {
 			want:    []Instance{{ID: "a", Node: "n1", Address: "192.0.2.7", Port: 80, Weight: 1, Health: Passing}},
 		},
 		{
-			name:    "critical service check drops the instance",
-			entries: []*api.ServiceEntry{entry("n1", "a", 80, api.HealthCritical)},
-			want:    []Instance{},
+			name:       "critical service check drops the instance",
+			unroutable: 1,
+			entries:    []*api.ServiceEntry{entry("n1", "a", 80, api.HealthCritical)},
+			want:       []Instance{},
 		},
 		{
-			name:    "critical node check drops it too",
-			entries: []*api.ServiceEntry{withCheck(entry("n1", "a", 80, api.HealthPassing), "node-disk", api.HealthCritical)},
-			want:    []Instance{},
+			name:       "critical node check drops it too",
+			unroutable: 1,
+			entries:    []*api.ServiceEntry{withCheck(entry("n1", "a", 80, api.HealthPassing), "node-disk", api.HealthCritical)},
+			want:       []Instance{},
 		},
 		{
-			name:    "maintenance drops it",
-			entries: []*api.ServiceEntry{withCheck(entry("n1", "a", 80, api.HealthPassing), api.NodeMaint, api.HealthCritical)},
-			want:    []Instance{},
+			name:       "maintenance drops it",
+			unroutable: 1,
+			entries:    []*api.ServiceEntry{withCheck(entry("n1", "a", 80, api.HealthPassing), api.NodeMaint, api.HealthCritical)},
+			want:       []Instance{},
 		},
 		{
-			name:    "unknown check status drops it",
-			entries: []*api.ServiceEntry{entry("n1", "a", 80, "bogus")},
-			want:    []Instance{},
+			name:       "unknown check status drops it",
+			unroutable: 1,
+			entries:    []*api.ServiceEntry{entry("n1", "a", 80, "bogus")},
+			want:       []Instance{},
 		},
 		{
 			name:    "warning uses the warning weight",
@@ -105,10 +110,13 @@ func TestInstancesFrom(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := instancesFrom(tt.entries)
+			got, unroutable := instancesFrom(tt.entries)
 			a, b := &Service{Instances: got}, &Service{Instances: tt.want}
 			if !a.Equal(b) || len(got) != len(tt.want) {
 				t.Fatalf("got  %+v\nwant %+v", got, tt.want)
+			}
+			if unroutable != tt.unroutable {
+				t.Errorf("unroutable = %d, want %d", unroutable, tt.unroutable)
 			}
 		})
 	}
@@ -119,7 +127,7 @@ func TestInstancesFrom(t *testing.T) {
 func TestInstancesFromCopies(t *testing.T) {
 	e := entry("n1", "a", 80, api.HealthPassing, routeTag, "x")
 	e.Service.Meta = map[string]string{"version": "1"}
-	got := instancesFrom([]*api.ServiceEntry{e})
+	got, _ := instancesFrom([]*api.ServiceEntry{e})
 
 	e.Service.Tags[0] = "changed"
 	e.Service.Meta["version"] = "2"

@@ -61,6 +61,10 @@ func (i *Instance) equal(o *Instance) bool {
 type Service struct {
 	Name      string
 	Instances []Instance
+	// Unroutable counts the instances Consul knows but reports critical or
+	// in maintenance: not in Instances, but part of the service's size, so
+	// the gateway can tell when too few instances are healthy (panic mode).
+	Unroutable int
 }
 
 // Equal reports whether two services have the same content.
@@ -68,7 +72,8 @@ func (s *Service) Equal(o *Service) bool {
 	if s == o {
 		return true
 	}
-	if s == nil || o == nil || s.Name != o.Name || len(s.Instances) != len(o.Instances) {
+	if s == nil || o == nil || s.Name != o.Name || s.Unroutable != o.Unroutable ||
+		len(s.Instances) != len(o.Instances) {
 		return false
 	}
 	for i := range s.Instances {

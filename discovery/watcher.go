@@ -170,10 +170,11 @@ type catalogUpdate struct {
 
 // serviceUpdate is one health answer of one service's watch.
 type serviceUpdate struct {
-	name      string
-	gen       uint64
-	index     uint64
-	instances []Instance
+	name       string
+	gen        uint64
+	index      uint64
+	instances  []Instance
+	unroutable int
 }
 
 func send(ctx context.Context, out chan<- update, u update) bool {
@@ -248,8 +249,9 @@ func (w *Watcher) watchService(ctx context.Context, name string, gen uint64, out
 		return w.cfg.Consul.ServiceHealth(name, q)
 	}
 	poll(ctx, w, "service "+name, query, func(entries []*api.ServiceEntry, index uint64) bool {
+		instances, unroutable := instancesFrom(entries)
 		return send(ctx, out, update{service: &serviceUpdate{
-			name: name, gen: gen, index: index, instances: instancesFrom(entries),
+			name: name, gen: gen, index: index, instances: instances, unroutable: unroutable,
 		}})
 	})
 }
@@ -341,7 +343,7 @@ func (a *assembler) apply(u update) {
 			return // from a watch that has been stopped since
 		}
 		st.index = u.service.index
-		st.svc = &Service{Name: u.service.name, Instances: u.service.instances}
+		st.svc = &Service{Name: u.service.name, Instances: u.service.instances, Unroutable: u.service.unroutable}
 	}
 }
 
