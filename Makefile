@@ -18,7 +18,7 @@ CONSUL_BIN ?= $(or $(shell command -v consul),$(BIN)/consul)
 JAEGER_BIN ?= $(or $(shell command -v jaeger),$(BIN)/jaeger)
 export CONSUL_BIN JAEGER_BIN
 
-.PHONY: all build tools run test test-unit test-e2e vet fmt clean help
+.PHONY: all build tools run test test-e2e loadtest vet clean help images images-offline test-docker
 
 all: build
 
@@ -27,6 +27,8 @@ help:
 	@echo "make test   vet, unit, integration and end-to-end tests (real Consul and Jaeger)"
 	@echo "make build  build bin/hopgate and bin/hello"
 	@echo "make tools  build bin/consul and bin/jaeger from source (minutes, once)"
+	@echo "make images build the hopgate and hello Docker images ($(HOPGATE_IMAGE), $(HELLO_IMAGE))"
+	@echo "make images-offline  build stand-ins for the Consul and Jaeger images from bin/ (no registry needed)"
 
 build: $(BIN)/hopgate $(BIN)/hello
 
@@ -72,8 +74,55 @@ test: tools vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /deploy/e2e)
 	$(GO) test -count=1 -timeout 20m ./deploy/e2e/...
 
+# The resilience scenarios under load, with their figures (also part of
+# `make test`): rolling restart, SIGKILL, a hello answering 500, a slow
+# hello, every hello failing.
+loadtest: tools
+	$(GO) test -count=1 -timeout 10m -v -run 'Resilience|SIGKILL|SIGTERM' ./deploy/e2e/ | grep -E '^(---|ok|FAIL)|figures|requests'
+
 test-e2e: tools
 	$(GO) test -count=1 -timeout 20m -v ./deploy/e2e/...
+
+# Docker images, FROM scratch: the static binaries above plus this
+# machine's CA bundle, each in a build context of its own under bin/.
+IMAGE_TAG     ?= dev
+HOPGATE_IMAGE ?= hopgate/gateway:$(IMAGE_TAG)
+HELLO_IMAGE   ?= hopgate/hello:$(IMAGE_TAG)
+CONSUL_IMAGE  ?= hopgate/consul-offline:$(IMAGE_TAG)
+JAEGER_IMAGE  ?= hopgate/jaeger-offline:$(IMAGE_TAG)
+CA_CERTS      ?= /etc/ssl/certs/ca-certificates.crt
+DOCKER        ?= docker
+IMAGE_CTX     := $(BIN)/image-context
+IMAGE_ARGS     = --build-arg VERSION=$$(git describe --tags --always --dirty 2>/dev/null || echo dev) \
+                 --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+                 --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+images: build
+	rm -rf $(IMAGE_CTX)/hopgate $(IMAGE_CTX)/hello
+	mkdir -p $(IMAGE_CTX)/hopgate $(IMAGE_CTX)/hello
+	cp $(CA_CERTS) $(IMAGE_CTX)/hopgate/ca-certificates.crt
+	cp $(CA_CERTS) $(IMAGE_CTX)/hello/ca-certificates.crt
+	cp $(BIN)/hopgate $(IMAGE_CTX)/hopgate/
+	cp $(BIN)/hello $(IMAGE_CTX)/hello/
+	$(DOCKER) build $(IMAGE_ARGS) -t $(HOPGATE_IMAGE) -f deploy/docker/hopgate.Dockerfile $(IMAGE_CTX)/hopgate
+	$(DOCKER) build $(IMAGE_ARGS) -t $(HELLO_IMAGE) -f deploy/docker/hello.Dockerfile $(IMAGE_CTX)/hello
+	@$(DOCKER) image inspect -f '{{index .RepoTags 0}} {{.Size}} bytes' $(HOPGATE_IMAGE) $(HELLO_IMAGE)
+
+# For machines that cannot pull the official Consul and Jaeger images:
+#   make images images-offline
+#   CONSUL_IMAGE=hopgate/consul-offline:dev JAEGER_IMAGE=hopgate/jaeger-offline:dev docker compose -f deploy/compose.yaml up
+images-offline: tools
+	rm -rf $(IMAGE_CTX)/consul $(IMAGE_CTX)/jaeger
+	mkdir -p $(IMAGE_CTX)/consul/tmp $(IMAGE_CTX)/jaeger/tmp
+	cp $(CONSUL_BIN) $(IMAGE_CTX)/consul/consul
+	cp $(JAEGER_BIN) $(IMAGE_CTX)/jaeger/jaeger
+	cp deploy/local/jaeger.yaml $(IMAGE_CTX)/jaeger/jaeger.yaml
+	$(DOCKER) build -t $(CONSUL_IMAGE) -f deploy/docker/consul-offline.Dockerfile $(IMAGE_CTX)/consul
+	$(DOCKER) build -t $(JAEGER_IMAGE) -f deploy/docker/jaeger-offline.Dockerfile $(IMAGE_CTX)/jaeger
+
+# Only the Docker and compose tests (they build their own images).
+test-docker: tools
+	$(GO) test -count=1 -timeout 10m -v -run 'Docker|Compose|Remote' ./deploy/e2e/
 
 clean:
 	rm -rf $(BIN)

@@ -67,12 +67,19 @@ type DiscoveryDoc struct {
 
 // RouteDoc is one route in /routes.
 type RouteDoc struct {
-	Route      string        `json:"route"`
-	Host       string        `json:"host,omitempty"`
-	PathPrefix string        `json:"path_prefix"`
-	Strip      string        `json:"strip,omitempty"`
-	Service    string        `json:"service"`
-	Instances  []InstanceDoc `json:"instances"`
+	Route      string `json:"route"`
+	Host       string `json:"host,omitempty"`
+	PathPrefix string `json:"path_prefix"`
+	Strip      string `json:"strip,omitempty"`
+	Service    string `json:"service"`
+	Policy     string `json:"policy"`
+	// Panic is true while too few instances are healthy and ejections are
+	// ignored.
+	Panic    bool  `json:"panic"`
+	Inflight int64 `json:"inflight"`
+	// Critical counts the service's instances Consul reports critical.
+	Critical  int           `json:"critical"`
+	Instances []InstanceDoc `json:"instances"`
 }
 
 // InstanceDoc is one upstream of a route.
@@ -83,6 +90,10 @@ type InstanceDoc struct {
 	Port    int    `json:"port"`
 	Health  string `json:"health"`
 	Weight  int    `json:"weight"`
+	// Inflight is the number of requests open to the instance.
+	Inflight int64 `json:"inflight"`
+	// EjectedUntil is set while passive health keeps the instance out.
+	EjectedUntil *time.Time `json:"ejected_until,omitempty"`
 }
 
 func routesView(gw *Gateway, st *discovery.Status, now time.Time) RoutesDoc {
@@ -107,11 +118,18 @@ func routesView(gw *Gateway, st *discovery.Status, now time.Time) RoutesDoc {
 	}
 	for _, r := range t.Routes() {
 		rd := RouteDoc{Route: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, Strip: r.Strip,
-			Service: r.Service, Instances: make([]InstanceDoc, 0, len(r.Upstreams))}
-		for _, up := range r.Upstreams {
-			in := up.Instance
-			rd.Instances = append(rd.Instances, InstanceDoc{ID: in.ID, Node: in.Node,
-				Address: in.Address, Port: in.Port, Health: string(in.Health), Weight: in.Weight})
+			Service: r.Service, Policy: r.policy.balance.Policy, Panic: r.state.panic.Load(),
+			Inflight: r.state.inflight.Load(), Critical: r.Unroutable,
+			Instances: make([]InstanceDoc, 0, len(r.Endpoints))}
+		for _, ep := range r.Endpoints {
+			in := ep.Instance
+			doc := InstanceDoc{ID: in.ID, Node: in.Node, Address: in.Address, Port: in.Port,
+				Health: string(in.Health), Weight: ep.Weight, Inflight: ep.Stats.Inflight()}
+			if ep.Stats.Ejected(now) {
+				until := ep.Stats.EjectedUntil()
+				doc.EjectedUntil = &until
+			}
+			rd.Instances = append(rd.Instances, doc)
 		}
 		doc.Routes = append(doc.Routes, rd)
 	}

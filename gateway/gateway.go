@@ -1,31 +1,40 @@
 // Package gateway routes HTTP requests to the passing instances of the
-// services that discovery reports. It owns the routing table, the pickers,
-// the proxy handler and the admin API; it consumes discovery snapshots and
-// never calls back into discovery.
+// services that discovery reports. It owns the routing table, the proxy
+// handler with its retries and passive health, and the admin API; it
+// consumes discovery snapshots and never calls back into discovery. The
+// balancing policies live in gateway/balance.
 package gateway
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
 	"github.com/hopgate/hopgate/discovery"
+	"github.com/hopgate/hopgate/gateway/balance"
 )
 
 // Gateway holds the current routing table. Apply swaps in a new one for
 // each snapshot; the proxy reads it with one atomic load per request.
 type Gateway struct {
-	log     hclog.Logger
-	builder tableBuilder
-	table   atomic.Pointer[Table]
-	applied atomic.Int64 // unix nanos of the last Apply; 0 before the first
+	log      hclog.Logger
+	settings Settings
+	now      func() time.Time
+	builder  tableBuilder
+	table    atomic.Pointer[Table]
+	applied  atomic.Int64 // unix nanos of the last Apply; 0 before the first
+	draining atomic.Bool
 }
 
 // Options configure a Gateway.
 type Options struct {
 	Logger hclog.Logger
-	// Pickers builds each route's picker; NewRoundRobin when nil.
-	Pickers PickerFactory
+	// Settings are the route defaults; DefaultSettings when zero.
+	Settings *Settings
+	// Now is the clock; time.Now when nil (tests pass a fake one).
+	Now func() time.Time
 }
 
 // New returns a gateway with an empty table: every request is a 404 until
@@ -34,12 +43,20 @@ func New(opts Options) *Gateway {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	if opts.Pickers == nil {
-		opts.Pickers = NewRoundRobin
+	settings := DefaultSettings
+	if opts.Settings != nil {
+		settings = *opts.Settings
 	}
-	g := &Gateway{
-		log:     opts.Logger,
-		builder: tableBuilder{log: opts.Logger.Named("routes"), picks: opts.Pickers},
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	g := &Gateway{log: opts.Logger, settings: settings, now: opts.Now}
+	g.builder = tableBuilder{
+		log:      opts.Logger.Named("routes"),
+		settings: &g.settings,
+		now:      opts.Now,
+		stats:    balance.NewRegistry(),
+		states:   map[routeKey]*routeState{},
 	}
 	g.table.Store(&Table{})
 	return g
@@ -49,8 +66,12 @@ func New(opts Options) *Gateway {
 // to be discovery's publish callback, called from one goroutine.
 func (g *Gateway) Apply(snap *discovery.Snapshot) {
 	t := g.builder.build(snap)
+	now := g.now()
+	for _, r := range t.routes {
+		r.updatePanic(now, g.settings.PanicThreshold)
+	}
 	g.table.Store(t)
-	g.applied.Store(time.Now().UnixNano())
+	g.applied.Store(now.UnixNano())
 	g.log.Info("routes applied", "index", snap.Index, "services", len(snap.Services),
 		"instances", snap.Instances(), "routes", len(t.routes))
 }
@@ -58,5 +79,40 @@ func (g *Gateway) Apply(snap *discovery.Snapshot) {
 // Table returns the routing table in force.
 func (g *Gateway) Table() *Table { return g.table.Load() }
 
-// Ready reports whether a snapshot has been applied.
-func (g *Gateway) Ready() bool { return g.applied.Load() != 0 }
+// Ready reports whether a snapshot has been applied and the gateway is not
+// draining.
+func (g *Gateway) Ready() bool { return g.applied.Load() != 0 && !g.draining.Load() }
+
+// Drain makes /readyz fail so load balancers in front stop sending new
+// connections, while requests keep being served.
+func (g *Gateway) Drain() { g.draining.Store(true) }
+
+// WatchHealth re-evaluates panic mode every interval until ctx ends: an
+// ejection ends by the clock, not by an event, so something must look.
+func (g *Gateway) WatchHealth(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			now := g.now()
+			for _, r := range g.Table().routes {
+				if changed, panicking := r.updatePanic(now, g.settings.PanicThreshold); changed {
+					g.logPanic(r, panicking, now)
+				}
+			}
+		}
+	}
+}
+
+func (g *Gateway) logPanic(r *Route, panicking bool, now time.Time) {
+	args := []any{"route", r.Name, "service", r.Service, "healthy", healthy(r.Endpoints, now),
+		"routable", len(r.Endpoints), "critical", r.Unroutable}
+	if panicking {
+		g.log.Warn("panic mode: too few healthy instances, spreading load over all of them", args...)
+	} else {
+		g.log.Info("panic mode over", args...)
+	}
+}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,11 +22,12 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/hopgate/hopgate/gateway/balance"
 	"github.com/hopgate/hopgate/telemetry"
 )
 
-// Span attribute keys for what only the gateway knows: the discovery
-// decision behind each hop.
+// Span attribute keys for what only the gateway knows: the discovery and
+// balancing decisions behind each hop.
 const (
 	attrRoute      = attribute.Key("hopgate.route")
 	attrService    = attribute.Key("hopgate.service")
@@ -33,35 +35,43 @@ const (
 	attrNode       = attribute.Key("hopgate.instance.node")
 	attrAttempt    = attribute.Key("hopgate.attempt")
 	attrRetry      = attribute.Key("hopgate.retry.reason")
+	attrPolicy     = attribute.Key("hopgate.lb.policy")
+	attrPanic      = attribute.Key("hopgate.lb.panic")
 )
 
-// DefaultMaxAttempts bounds the attempts of one request: the first try plus
-// retries on other instances after connection failures.
-const DefaultMaxAttempts = 3
+// Errors the proxy answers itself.
+var (
+	errRouteOverloaded    = errors.New("route at its concurrency limit")
+	errInstanceOverloaded = errors.New("every instance at its concurrency limit")
+	errTimeout            = errors.New("upstream timed out")
+)
 
 // ProxyOptions configure the public handler.
 type ProxyOptions struct {
 	Logger hclog.Logger
-	// Transport sends each attempt; a tuned http.Transport when nil.
+	// Transport sends HTTP/1.1 attempts; NewTransport() when nil.
 	Transport http.RoundTripper
-	// MaxAttempts per request (first try included); DefaultMaxAttempts when 0.
-	MaxAttempts int
+	// H2CTransport sends attempts on routes with proto=h2c;
+	// NewH2CTransport() when nil.
+	H2CTransport http.RoundTripper
 	// TracerProvider and Propagator default to the OpenTelemetry globals.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
 }
 
 // Proxy is the public HTTP handler: it matches the request on the current
-// routing table and forwards it to an instance, retrying connection
-// failures on other instances.
+// routing table, picks an instance with the route's policy and forwards the
+// request, retrying on other instances when that is safe and the route's
+// retry budget allows.
 type Proxy struct {
-	gw          *Gateway
-	log         hclog.Logger
-	rp          *httputil.ReverseProxy
-	transport   http.RoundTripper
-	maxAttempts int
-	tracer      trace.Tracer
-	propagator  propagation.TextMapPropagator
+	gw         *Gateway
+	settings   *Settings
+	log        hclog.Logger
+	rp         *httputil.ReverseProxy
+	transport  http.RoundTripper
+	h2c        http.RoundTripper
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
 }
 
 // NewProxy returns the public handler for gw.
@@ -72,8 +82,8 @@ func NewProxy(gw *Gateway, opts ProxyOptions) *Proxy {
 	if opts.Transport == nil {
 		opts.Transport = NewTransport()
 	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = DefaultMaxAttempts
+	if opts.H2CTransport == nil {
+		opts.H2CTransport = NewH2CTransport()
 	}
 	if opts.TracerProvider == nil {
 		opts.TracerProvider = otel.GetTracerProvider()
@@ -82,12 +92,13 @@ func NewProxy(gw *Gateway, opts ProxyOptions) *Proxy {
 		opts.Propagator = otel.GetTextMapPropagator()
 	}
 	p := &Proxy{
-		gw:          gw,
-		log:         opts.Logger,
-		transport:   opts.Transport,
-		maxAttempts: opts.MaxAttempts,
-		tracer:      opts.TracerProvider.Tracer("github.com/hopgate/hopgate/gateway"),
-		propagator:  opts.Propagator,
+		gw:         gw,
+		settings:   &gw.settings,
+		log:        opts.Logger,
+		transport:  opts.Transport,
+		h2c:        opts.H2CTransport,
+		tracer:     opts.TracerProvider.Tracer("github.com/hopgate/hopgate/gateway"),
+		propagator: opts.Propagator,
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
@@ -113,20 +124,33 @@ func NewTransport() *http.Transport {
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 60 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
+}
+
+// NewH2CTransport speaks HTTP/2 without TLS, as gRPC servers do.
+func NewH2CTransport() *http.Transport {
+	t := NewTransport()
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return t
 }
 
 type ctxKey struct{}
 
 // exchange is what the proxy carries through httputil.ReverseProxy for one
-// request: the matched route and the upstreams tried so far.
+// request: the matched route, the replayable body and the attempts so far.
 type exchange struct {
 	route    *Route
-	tried    []*Upstream
+	span     trace.Span // the gateway's server span, for events
+	body     []byte     // the whole request body when it could be buffered
+	bodyOK   bool       // body holds the whole body (or there is none)
+	tried    []*balance.Endpoint
 	attempts int
 	lastErr  error
+	timedOut atomic.Bool // the route timeout fired before headers came
+	// stopTimer stops the route timeout once headers have arrived.
+	stopTimer func() bool
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -144,11 +168,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer span.End()
 
 	rec := &statusRecorder{ResponseWriter: w}
-	ex := &exchange{route: route}
-	if route == nil {
+	ex := &exchange{route: route, span: span}
+	switch {
+	case route == nil:
 		http.Error(rec, "hopgate: no route for "+r.Host+r.URL.Path, http.StatusNotFound)
-	} else {
-		p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(ctx, ctxKey{}, ex)))
+	default:
+		p.serveRoute(rec, r.WithContext(ctx), ex)
 	}
 
 	status := rec.status()
@@ -162,9 +187,65 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		args = append(args, "route", route.Name, "service", route.Service)
 	}
 	if n := len(ex.tried); n > 0 {
-		args = append(args, "upstream", ex.tried[n-1].HostPort)
+		args = append(args, "upstream", ex.tried[n-1].Addr)
 	}
 	p.log.Debug("request", append(args, telemetry.TraceArgs(ctx)...)...)
+}
+
+// serveRoute applies the route's limits and timeout, then proxies.
+func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, ex *exchange) {
+	route := ex.route
+	st := route.state
+	inflight := st.inflight.Add(1)
+	defer st.inflight.Add(-1)
+	if max := route.policy.maxInflight; max > 0 && inflight > int64(max) {
+		p.overloaded(w, r, ex, errRouteOverloaded)
+		return
+	}
+	st.budget.request(p.gw.now())
+
+	ctx := r.Context()
+	if !isUpgrade(r) {
+		// The route timeout bounds the wait for an answer's headers,
+		// retries included; a body then streams for as long as it flows,
+		// so server-sent events and downloads are not cut. An upgraded
+		// connection (WebSocket) is never cut by it.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		timer := time.AfterFunc(route.policy.timeout, func() {
+			ex.timedOut.Store(true)
+			cancel()
+		})
+		ex.stopTimer = timer.Stop
+		defer timer.Stop()
+	}
+	if err := p.bufferBody(r, ex); err != nil {
+		http.Error(w, "hopgate: reading request body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxKey{}, ex)))
+}
+
+// bufferBody reads a small body of an idempotent request into memory so the
+// request can be sent again after an instance saw it. Larger or
+// non-idempotent bodies stream through, and only attempts that never reached
+// an instance are retried.
+func (p *Proxy) bufferBody(r *http.Request, ex *exchange) error {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		ex.bodyOK = true
+		return nil
+	}
+	if !isIdempotent(r) || r.ContentLength < 0 || r.ContentLength > p.settings.MaxReplayBody {
+		return nil
+	}
+	buf := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, buf); err != nil {
+		return err
+	}
+	ex.body, ex.bodyOK = buf, true
+	r.Body = io.NopCloser(bytes.NewReader(buf))
+	return nil
 }
 
 func serverAttributes(r *http.Request, route *Route) []attribute.KeyValue {
@@ -181,7 +262,8 @@ func serverAttributes(r *http.Request, route *Route) []attribute.KeyValue {
 		attrs = append(attrs,
 			semconv.HTTPRoute(route.PathPrefix),
 			attrRoute.String(route.Name),
-			attrService.String(route.Service))
+			attrService.String(route.Service),
+			attrPolicy.String(route.policy.balance.Policy))
 	}
 	return attrs
 }
@@ -228,88 +310,294 @@ func stripPrefix(path, raw, prefix string) (string, string) {
 	return rest, ""
 }
 
-// roundTrip sends the request to an instance picked for the route. A
-// connection that could not be made is retried on another instance, for any
-// method: nothing reached the instance, so nothing can happen twice. Each
-// attempt is a client span, a child of the gateway's server span.
+// outcome classifies one attempt for retries and passive health.
+type outcome int
+
+const (
+	succeeded    outcome = iota
+	notConnected         // the instance was never reached: safe to retry anything
+	failedSent           // the instance may have seen the request
+	answered5xx          // 502, 503 or 504: retryable when idempotent
+	answeredErr          // another 5xx: counts against the instance, not retried
+)
+
+func (o outcome) String() string {
+	switch o {
+	case notConnected:
+		return "connect_failure"
+	case failedSent:
+		return "reset"
+	case answered5xx:
+		return "status_5xx"
+	}
+	return ""
+}
+
+func classify(resp *http.Response, err error) outcome {
+	switch {
+	case err != nil && isDialError(err):
+		return notConnected
+	case err != nil:
+		return failedSent
+	case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable ||
+		resp.StatusCode == http.StatusGatewayTimeout:
+		return answered5xx
+	case resp.StatusCode >= 500:
+		return answeredErr
+	}
+	return succeeded
+}
+
+// roundTrip sends the request to an instance picked by the route's policy
+// and retries when that is safe: a connection that could not be made is
+// retried on another instance for any method (nothing reached it); a reset
+// or a 502/503/504 only for idempotent requests whose body could be
+// replayed. Every retry spends the route's retry budget and waits a
+// jittered backoff. Each attempt is a client span, a child of the gateway's
+// server span.
 func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	ex := req.Context().Value(ctxKey{}).(*exchange)
-	// httputil.ReverseProxy closes the real body when the handler returns.
-	body := &attemptBody{ReadCloser: req.Body}
+	route := ex.route
+	streamed := &attemptBody{ReadCloser: req.Body} // for bodies not buffered
+	// held is the last retryable answer (a 502/503/504), kept until a
+	// better one comes: if no instance is left to try, it is the client's.
+	var held *http.Response
+	defer func() { release(held) }()
+	var reason outcome
 	for {
-		up, err := ex.route.Picker.Pick(ex.tried)
+		ep, err := p.pick(req, ex)
 		if err != nil {
+			if held != nil {
+				resp := held
+				held = nil
+				return resp, nil
+			}
 			if ex.lastErr != nil {
 				return nil, ex.lastErr // every instance failed: report the real cause
 			}
 			return nil, err
 		}
-		ex.tried = append(ex.tried, up)
+		ex.tried = append(ex.tried, ep)
 		ex.attempts++
-		resp, err := p.attempt(req, ex, up, body)
-		if err == nil {
+		resp, err := p.attempt(req, ex, ep, streamed, reason)
+		reason = classify(resp, err)
+		p.passiveHealth(req, ex, ep, reason)
+		if reason == succeeded || reason == answeredErr {
 			return resp, nil
 		}
-		ex.lastErr = err
-		if !isDialError(err) || body.read.Load() || ex.attempts >= p.maxAttempts || req.Context().Err() != nil {
-			return nil, err
+		retryable := reason == notConnected && !streamed.read.Load() ||
+			ex.bodyOK && isIdempotent(req)
+		if retryable && ex.attempts < route.policy.attempts && req.Context().Err() == nil {
+			now := p.gw.now()
+			if route.state.budget.allowRetry(now) {
+				if resp != nil {
+					release(held)
+					held = resp
+					err = fmt.Errorf("instance %s answered %s", ep.Addr, resp.Status)
+				}
+				ex.lastErr = err
+				p.log.Debug("retrying on another instance", "route", route.Name,
+					"failed", ep.Addr, "reason", reason, "error", err)
+				if !sleepCtx(req.Context(), retryBackoff(ex.attempts)) {
+					return nil, p.ctxErr(req, ex)
+				}
+				continue
+			}
+			p.budgetExhausted(ex, now)
 		}
-		p.log.Debug("retrying on another instance", "route", ex.route.Name,
-			"failed", up.HostPort, "error", err)
+		// No retry: the last answer, 5xx or not, is the client's.
+		switch {
+		case err == nil:
+			return resp, nil
+		case held != nil && req.Context().Err() == nil:
+			resp := held // an earlier 5xx says more than this attempt's error
+			held = nil
+			return resp, nil
+		case req.Context().Err() != nil:
+			return nil, p.ctxErr(req, ex)
+		}
+		return nil, err
 	}
 }
 
-func (p *Proxy) attempt(req *http.Request, ex *exchange, up *Upstream, body *attemptBody) (*http.Response, error) {
+// release frees a response that will not be used, leaving its connection
+// reusable when the rest of the body is short.
+func release(resp *http.Response) {
+	if resp != nil {
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		resp.Body.Close()
+	}
+}
+
+// pick chooses the instance for the next attempt: never one this request
+// already tried, never an ejected one unless the route is in panic mode,
+// never one at its concurrency limit.
+func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error) {
+	route := ex.route
+	now := p.gw.now()
+	panicking := route.state.panic.Load()
+	limit := int64(p.settings.MaxInflightPerInstance)
+	var atLimit bool
+	skip := func(ep *balance.Endpoint) bool {
+		if containsEndpoint(ex.tried, ep) || (!panicking && ep.Stats.Ejected(now)) {
+			return true
+		}
+		if limit > 0 && ep.Stats.Inflight() >= limit {
+			atLimit = true
+			return true
+		}
+		return false
+	}
+	ep, err := route.picker.Pick(req, skip)
+	if panicking && ex.attempts == 0 {
+		ex.span.SetAttributes(attrPanic.Bool(true))
+	}
+	if err != nil && atLimit {
+		return nil, errInstanceOverloaded
+	}
+	return ep, err
+}
+
+// attempt sends one try to ep.
+func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome) (*http.Response, error) {
+	inst := ep.Instance
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(req.Method),
-		semconv.ServerAddress(up.Instance.Address),
-		semconv.ServerPort(up.Instance.Port),
-		semconv.URLFull("http://" + up.HostPort + req.URL.RequestURI()),
-		attrService.String(up.Service),
-		attrInstanceID.String(up.Instance.ID),
-		attrNode.String(up.Instance.Node),
+		semconv.ServerAddress(inst.Address),
+		semconv.ServerPort(inst.Port),
+		semconv.URLFull("http://" + ep.Addr + req.URL.RequestURI()),
+		attrService.String(ex.route.Service),
+		attrInstanceID.String(inst.ID),
+		attrNode.String(inst.Node),
 		attrAttempt.Int(ex.attempts),
 	}
 	if ex.attempts > 1 {
-		attrs = append(attrs, semconv.HTTPRequestResendCount(ex.attempts-1),
-			attrRetry.String("connect_failure"))
+		attrs = append(attrs, semconv.HTTPRequestResendCount(ex.attempts-1), attrRetry.String(why.String()))
 	}
 	ctx, span := p.tracer.Start(req.Context(), req.Method,
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 
+	// The try timeout bounds the wait for headers, like the route timeout.
+	ctx, cancel := context.WithCancel(ctx)
+	var tryTimedOut atomic.Bool
+	timer := time.AfterFunc(ex.route.policy.tryTimeout, func() { tryTimedOut.Store(true); cancel() })
+	if isUpgrade(req) {
+		timer.Stop()
+	}
+
 	out := req.WithContext(ctx)
 	u := *req.URL
-	u.Host = up.HostPort
+	u.Host = ep.Addr
 	out.URL = &u
-	if req.Body != nil {
-		out.Body = body
+	switch {
+	case ex.body != nil:
+		out.Body = io.NopCloser(bytes.NewReader(ex.body))
+	case req.Body != nil:
+		out.Body = streamed
 	}
 	// The header map is shared by all attempts; each injection replaces the
 	// previous attempt's traceparent with this attempt's span.
 	p.propagator.Inject(ctx, propagation.HeaderCarrier(out.Header))
 
-	resp, err := p.transport.RoundTrip(out)
+	transport := p.transport
+	if ex.route.policy.h2c {
+		transport = p.h2c
+	}
+	start := time.Now()
+	ep.Stats.Begin()
+	resp, err := transport.RoundTrip(out)
+	timer.Stop()
 	if err != nil {
+		if tryTimedOut.Load() && req.Context().Err() == nil {
+			err = fmt.Errorf("%w: no answer from %s within %v", errTimeout, ep.Addr, ex.route.policy.tryTimeout)
+		}
+		ep.Stats.End(time.Since(start), 0, true)
+		cancel()
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
 		span.End()
 		return nil, err
 	}
+	rtt := time.Since(start)
 	span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
 	if resp.StatusCode >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
 	}
+	if ex.stopTimer != nil {
+		ex.stopTimer() // headers are here: the body may stream as long as it flows
+	}
+	// The span, the in-flight count and the attempt's context end when the
+	// body has been copied to the client, so they cover the whole exchange.
+	// An upgraded connection (101) keeps its body as the tunnel:
+	// ReverseProxy needs its Write method, so it is not wrapped.
+	done := func() {
+		ep.Stats.End(rtt, resp.StatusCode, false)
+		span.End()
+		cancel()
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		// An upgraded connection (WebSocket) lives on past the exchange, and
-		// ReverseProxy needs the body's Write method: end the span here.
+		ep.Stats.End(rtt, resp.StatusCode, false)
 		span.End()
 		return resp, nil
 	}
-	// The span ends when the body has been copied to the client, so its
-	// duration covers the whole exchange with the instance.
-	resp.Body = &spanEndingBody{ReadCloser: resp.Body, span: span}
+	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
 	return resp, nil
+}
+
+// passiveHealth feeds one attempt's outcome to outlier detection.
+func (p *Proxy) passiveHealth(req *http.Request, ex *exchange, ep *balance.Endpoint, o outcome) {
+	cfg := p.settings.Outlier
+	now := p.gw.now()
+	switch {
+	case o == succeeded:
+		ep.Stats.RecordSuccess(now, cfg)
+		return
+	case req.Context().Err() != nil && !ex.timedOut.Load():
+		return // the client left: not the instance's fault
+	}
+	if !ep.Stats.RecordFailure(cfg) {
+		return
+	}
+	route := ex.route
+	ejected := len(route.Endpoints) - healthy(route.Endpoints, now)
+	if float64(ejected+1) > cfg.MaxEjectedShare*float64(len(route.Endpoints)) {
+		p.log.Debug("not ejecting: the route is at its ejection cap", "route", route.Name,
+			"instance", ep.Instance.ID, "ejected", ejected, "routable", len(route.Endpoints))
+		return
+	}
+	d := ep.Stats.Eject(now, cfg)
+	ex.span.AddEvent("instance ejected", trace.WithAttributes(
+		attrInstanceID.String(ep.Instance.ID), attribute.String("hopgate.ejection.duration", d.String())))
+	p.log.Warn("instance ejected after consecutive failures", "route", route.Name,
+		"instance", ep.Instance.ID, "address", ep.Addr, "for", d, "failures", cfg.Consecutive)
+	if changed, panicking := route.updatePanic(now, p.settings.PanicThreshold); changed {
+		p.gw.logPanic(route, panicking, now)
+	}
+}
+
+func (p *Proxy) budgetExhausted(ex *exchange, now time.Time) {
+	ex.span.AddEvent("retry budget exhausted")
+	last := ex.route.state.lastBudgetLog.Load()
+	if now.UnixNano()-last > int64(time.Second) && ex.route.state.lastBudgetLog.CompareAndSwap(last, now.UnixNano()) {
+		p.log.Warn("retry budget exhausted: not retrying", "route", ex.route.Name,
+			"budget", p.settings.RetryBudget, "floor_per_second", p.settings.RetryFloor)
+	}
+}
+
+// ctxErr names why the request context ended: the route timeout, or the
+// client going away.
+func (p *Proxy) ctxErr(req *http.Request, ex *exchange) error {
+	if ex.timedOut.Load() {
+		return fmt.Errorf("%w: no answer within the route timeout of %v", errTimeout, ex.route.policy.timeout)
+	}
+	return req.Context().Err()
+}
+
+func (p *Proxy) overloaded(w http.ResponseWriter, r *http.Request, ex *exchange, err error) {
+	ex.span.AddEvent("overloaded", trace.WithAttributes(attribute.String("hopgate.reason", err.Error())))
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, fmt.Sprintf("hopgate: route %s: %v", ex.route.Name, err), http.StatusServiceUnavailable)
 }
 
 // proxyError answers when no attempt produced a response.
@@ -318,16 +606,19 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway
 	msg := fmt.Sprintf("hopgate: route %s: upstream failed after %d attempt(s)", ex.route.Name, ex.attempts)
 	switch {
-	case errors.Is(err, ErrNoUpstream):
+	case errors.Is(err, errInstanceOverloaded):
+		p.overloaded(w, r, ex, err)
+		return
+	case errors.Is(err, balance.ErrNoEndpoint):
 		status = http.StatusServiceUnavailable
 		msg = fmt.Sprintf("hopgate: route %s: no healthy instance of service %s", ex.route.Name, ex.route.Service)
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+	case errors.Is(err, errTimeout) || ex.timedOut.Load():
+		status = http.StatusGatewayTimeout
+		msg = fmt.Sprintf("hopgate: route %s: %v", ex.route.Name, err)
+	case errors.Is(err, context.Canceled):
 		// The client went away: nobody reads this answer, but the access
 		// log and span say what happened (nginx's 499).
 		status = 499
-	case isTimeout(err):
-		status = http.StatusGatewayTimeout
-		msg = fmt.Sprintf("hopgate: route %s: upstream timed out", ex.route.Name)
 	}
 	p.log.Warn("proxy error", append([]any{"route", ex.route.Name, "status", status,
 		"attempts", ex.attempts, "error", err}, telemetry.TraceArgs(r.Context())...)...)
@@ -341,21 +632,31 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	http.Error(w, msg, status)
 }
 
+// isIdempotent is true for the safe methods of RFC 9110 (GET, HEAD,
+// OPTIONS, TRACE) and for any request carrying an Idempotency-Key, by which
+// the client vouches that repeating it is harmless. PUT and DELETE are
+// idempotent on paper but not always in practice, so, as in Go's own
+// transport, they need the header.
+func isIdempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != ""
+}
+
+func isUpgrade(r *http.Request) bool { return r.Header.Get("Upgrade") != "" }
+
 func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func errorType(err error) string {
 	switch {
 	case isDialError(err):
 		return "connect_failure"
-	case isTimeout(err):
+	case errors.Is(err, errTimeout):
 		return "timeout"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
@@ -363,10 +664,30 @@ func errorType(err error) string {
 	return "transport"
 }
 
-// attemptBody lets one request body serve several attempts: the transport
-// closes a body when an attempt fails, but a failed dial read nothing, so
-// the body is still whole for the next instance. read records whether that
-// is still true.
+func containsEndpoint(eps []*balance.Endpoint, ep *balance.Endpoint) bool {
+	for _, e := range eps {
+		if e == ep {
+			return true
+		}
+	}
+	return false
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// attemptBody lets a streamed request body serve several attempts: the
+// transport closes a body when an attempt fails, but a failed dial read
+// nothing, so the body is still whole for the next instance. read records
+// whether that is still true.
 type attemptBody struct {
 	io.ReadCloser
 	read atomic.Bool // written by the transport's writer goroutine
@@ -380,15 +701,16 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 // Close does nothing: the real body is closed once, by httputil.ReverseProxy.
 func (b *attemptBody) Close() error { return nil }
 
-type spanEndingBody struct {
+// doneBody runs done once when the response body is closed.
+type doneBody struct {
 	io.ReadCloser
-	span trace.Span
+	done func()
 	once sync.Once
 }
 
-func (b *spanEndingBody) Close() error {
+func (b *doneBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(func() { b.span.End() })
+	b.once.Do(b.done)
 	return err
 }
 

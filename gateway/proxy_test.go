@@ -11,8 +11,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hopgate/hopgate/discovery"
+	"github.com/hopgate/hopgate/gateway/balance"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -75,10 +77,21 @@ type harness struct {
 	spans *tracetest.SpanRecorder
 }
 
+// roundRobinSettings make distribution assertions exact.
+func roundRobinSettings() *Settings {
+	s := DefaultSettings
+	s.Balance = balance.Config{Policy: balance.RoundRobin}
+	return &s
+}
+
 func newHarness(t *testing.T, snap *discovery.Snapshot) *harness {
+	return newHarnessWith(t, snap, roundRobinSettings())
+}
+
+func newHarnessWith(t *testing.T, snap *discovery.Snapshot, settings *Settings) *harness {
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	gw := New(Options{})
+	gw := New(Options{Settings: settings})
 	gw.Apply(snap)
 	p := NewProxy(gw, ProxyOptions{TracerProvider: tp, Propagator: propagation.TraceContext{}})
 	srv := httptest.NewServer(p)
@@ -153,7 +166,9 @@ func TestProxyNoRouteAndNoInstance(t *testing.T) {
 
 	// A route that exists but whose picker has nothing: 503 naming the route.
 	gw := New(Options{})
-	gw.table.Store(&Table{anyHost: routesByPrefix{"/": {Name: "/", PathPrefix: "/", Service: "ghost", Picker: NewRoundRobin(nil)}}})
+	policy, _ := DefaultSettings.policyFor(nil)
+	gw.table.Store(&Table{anyHost: routesByPrefix{"/": {Name: "/", PathPrefix: "/", Service: "ghost",
+		policy: policy, picker: balance.New(policy.balance, nil, time.Now), state: newRouteState(&DefaultSettings)}}})
 	srv := httptest.NewServer(NewProxy(gw, ProxyOptions{}))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/")
@@ -211,10 +226,23 @@ func TestProxyTraceHasServerSpanAndClientSpanPerAttempt(t *testing.T) {
 	dead := deadInstance(t, "aaa-dead", "/")
 	h := newHarness(t, snapshot(&discovery.Service{Name: "hello",
 		Instances: []discovery.Instance{dead, live.instance("/")}}))
-	if code, _ := h.get(t, "h", "/"); code != 200 {
-		t.Fatalf("status %d", code)
+	// Round robin sends one of two requests to the dead instance first.
+	for range 2 {
+		if code, _ := h.get(t, "h", "/"); code != 200 {
+			t.Fatalf("status %d", code)
+		}
 	}
-	ended := h.spans.Ended()
+	// Keep the spans of the trace that needed a retry.
+	byTrace := map[trace.TraceID][]sdktrace.ReadOnlySpan{}
+	for _, s := range h.spans.Ended() {
+		byTrace[s.SpanContext().TraceID()] = append(byTrace[s.SpanContext().TraceID()], s)
+	}
+	var ended []sdktrace.ReadOnlySpan
+	for _, spans := range byTrace {
+		if len(spans) == 3 {
+			ended = spans
+		}
+	}
 	var server sdktrace.ReadOnlySpan
 	var clients []sdktrace.ReadOnlySpan
 	for _, s := range ended {

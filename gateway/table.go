@@ -5,23 +5,16 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hopgate/hopgate/discovery"
 	"github.com/hopgate/hopgate/discovery/routetag"
+	"github.com/hopgate/hopgate/gateway/balance"
 )
 
-// Upstream is one instance a route can send requests to. It points into the
-// snapshot it was built from and is immutable.
-type Upstream struct {
-	Service  string
-	Instance *discovery.Instance
-	// HostPort is precomputed: the request path must not format addresses.
-	HostPort string
-}
-
 // Route is one entry of the routing table: requests whose host and path
-// match go to the passing instances of Service.
+// match go to the routable instances of Service.
 type Route struct {
 	// Name is the route as written in its tag, without options, e.g.
 	// "api.example.com/v1" or "/": the span and log name of the route.
@@ -30,8 +23,14 @@ type Route struct {
 	PathPrefix string
 	Strip      string
 	Service    string
-	Upstreams  []*Upstream
-	Picker     Picker
+	Endpoints  []*balance.Endpoint
+	// Unroutable counts the service's instances that Consul reports
+	// critical: they count toward the service's size for panic mode.
+	Unroutable int
+
+	policy routePolicy
+	picker balance.Picker
+	state  *routeState // outlives tables: in-flight count, retry budget, panic
 }
 
 // Table is an immutable routing table. A new one is built for every
@@ -116,36 +115,43 @@ func canonicalHost(h string) string {
 type tagCache map[string]parsedTag
 
 type parsedTag struct {
-	route routetag.Route
-	err   error
+	route  routetag.Route
+	policy routePolicy
+	err    error
 }
 
 // tableBuilder turns snapshots into tables. It is used by one goroutine.
 type tableBuilder struct {
-	log   hclog.Logger
-	tags  tagCache
-	picks PickerFactory
+	log      hclog.Logger
+	settings *Settings
+	now      func() time.Time
+	tags     tagCache
+	stats    *balance.Registry        // per instance, across tables
+	states   map[routeKey]*routeState // per route, across tables
 }
 
 // routeKey identifies a route across instances: the same host and prefix
 // from several instances is one route.
 type routeKey struct{ host, prefix string }
 
-// build makes the routing table for a snapshot. Only passing instances are
-// routable. Each instance contributes to the routes its own tags name, so a
-// deploy that changes a route moves traffic instance by instance.
+// build makes the routing table for a snapshot. Each instance contributes to
+// the routes its own tags name, so a deploy that changes a route moves
+// traffic instance by instance.
 func (b *tableBuilder) build(snap *discovery.Snapshot) *Table {
+	now := b.now()
 	seen := make(tagCache, len(b.tags))
 	routes := map[routeKey]*Route{}
+	used := map[string]bool{}
 	for _, svc := range snap.Services {
 		for i := range svc.Instances {
 			inst := &svc.Instances[i]
-			if inst.Health != discovery.Passing {
+			weight, ok := b.routable(inst)
+			if !ok {
 				continue
 			}
-			var up *Upstream
+			var ep *balance.Endpoint
 			for _, value := range routetag.Values(inst.Tags) {
-				rt, ok := b.parse(seen, svc.Name, value)
+				rt, policy, ok := b.parse(seen, svc.Name, value)
 				if !ok {
 					continue
 				}
@@ -158,6 +164,8 @@ func (b *tableBuilder) build(snap *discovery.Snapshot) *Table {
 						PathPrefix: rt.PathPrefix,
 						Strip:      rt.Strip(),
 						Service:    svc.Name,
+						Unroutable: svc.Unroutable,
+						policy:     policy,
 					}
 					routes[key] = r
 				}
@@ -168,22 +176,31 @@ func (b *tableBuilder) build(snap *discovery.Snapshot) *Table {
 						"route", r.Name, "kept", r.Service, "ignored", svc.Name)
 					continue
 				}
-				if r.Strip != rt.Strip() {
+				if r.policy != policy || r.Strip != rt.Strip() {
 					b.log.Warn("instances disagree on route options; keeping the first",
 						"route", r.Name, "service", svc.Name, "instance", inst.ID)
 				}
-				if up == nil {
-					up = &Upstream{Service: svc.Name, Instance: inst, HostPort: inst.HostPort()}
+				if ep == nil {
+					key := inst.Key()
+					used[key] = true
+					ep = &balance.Endpoint{Instance: inst, Addr: inst.HostPort(), Weight: weight,
+						Stats: b.stats.Get(key, now)}
 				}
-				r.Upstreams = append(r.Upstreams, up)
+				r.Endpoints = append(r.Endpoints, ep)
 			}
 		}
 	}
 	b.tags = seen
+	b.stats.Prune(func(key string) bool { return used[key] })
 
 	t := &Table{byHost: map[string]routesByPrefix{}, anyHost: routesByPrefix{}, index: snap.Index}
+	states := make(map[routeKey]*routeState, len(routes))
 	for key, r := range routes {
-		r.Picker = b.picks(r.Upstreams)
+		r.picker = balance.New(r.policy.balance, r.Endpoints, b.now)
+		if r.state = b.states[key]; r.state == nil {
+			r.state = newRouteState(b.settings)
+		}
+		states[key] = r.state
 		t.routes = append(t.routes, r)
 		if key.host == "" {
 			t.anyHost[key.prefix] = r
@@ -196,6 +213,7 @@ func (b *tableBuilder) build(snap *discovery.Snapshot) *Table {
 		}
 		m[key.prefix] = r
 	}
+	b.states = states
 	slices.SortFunc(t.routes, func(a, b *Route) int {
 		if c := strings.Compare(a.Host, b.Host); c != 0 {
 			return c
@@ -205,14 +223,32 @@ func (b *tableBuilder) build(snap *discovery.Snapshot) *Table {
 	return t
 }
 
-// parse returns the parsed tag, logging problems only the first time a tag
-// value is seen.
-func (b *tableBuilder) parse(seen tagCache, service, value string) (routetag.Route, bool) {
+// routable says whether an instance gets traffic, and with what weight:
+// passing instances always (Weights.Passing), warning ones only when the
+// gateway is told to use them (Weights.Warning; 0 means none).
+func (b *tableBuilder) routable(inst *discovery.Instance) (int, bool) {
+	switch {
+	case inst.Weight <= 0:
+		return 0, false
+	case inst.Health == discovery.Passing:
+		return inst.Weight, true
+	case inst.Health == discovery.Warning && b.settings.UseWarning:
+		return inst.Weight, true
+	}
+	return 0, false
+}
+
+// parse returns the parsed tag and its route policy, logging problems only
+// the first time a tag value is seen.
+func (b *tableBuilder) parse(seen tagCache, service, value string) (routetag.Route, routePolicy, bool) {
 	p, cached := b.tags[value]
 	if !cached {
 		if p, cached = seen[value]; !cached {
 			var warnings []string
 			p.route, warnings, p.err = routetag.Parse(value)
+			if p.err == nil {
+				p.policy, p.err = b.settings.policyFor(p.route.Options)
+			}
 			tag := routetag.Prefix + value
 			if p.err != nil {
 				b.log.Warn("route tag disabled", "service", service, "tag", tag, "error", p.err)
@@ -223,10 +259,10 @@ func (b *tableBuilder) parse(seen tagCache, service, value string) (routetag.Rou
 		}
 	}
 	seen[value] = p
-	return p.route, p.err == nil
+	return p.route, p.policy, p.err == nil
 }
 
 // String is for logs and test failures.
 func (r *Route) String() string {
-	return fmt.Sprintf("%s -> %s (%d upstreams)", r.Name, r.Service, len(r.Upstreams))
+	return fmt.Sprintf("%s -> %s (%d endpoints)", r.Name, r.Service, len(r.Endpoints))
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hopgate/hopgate/discovery"
 	"github.com/hopgate/hopgate/discovery/routetag"
 )
@@ -23,10 +22,11 @@ func snapshot(services ...*discovery.Service) *discovery.Snapshot {
 	return &discovery.Snapshot{Services: services, Index: 7}
 }
 
-func buildTable(t *testing.T, snap *discovery.Snapshot) *Table {
+func buildTable(t testing.TB, snap *discovery.Snapshot) *Table {
 	t.Helper()
-	b := tableBuilder{log: hclog.NewNullLogger(), picks: NewRoundRobin}
-	return b.build(snap)
+	gw := New(Options{})
+	gw.Apply(snap)
+	return gw.Table()
 }
 
 func TestMatch(t *testing.T) {
@@ -105,8 +105,8 @@ func TestBuild(t *testing.T) {
 	if v1 := byName["/v1"]; v1.Strip != "/v1" {
 		t.Errorf("/v1 strip = %q", v1.Strip)
 	}
-	if root.Upstreams[0] != byName["/v1"].Upstreams[0] {
-		t.Error("an instance on several routes should share one Upstream")
+	if root.Endpoints[0] != byName["/v1"].Endpoints[0] {
+		t.Error("an instance on several routes should share one Endpoint")
 	}
 	if table.Index() != 7 {
 		t.Errorf("Index = %d", table.Index())
@@ -114,8 +114,8 @@ func TestBuild(t *testing.T) {
 }
 
 func upstreamIDs(r *Route) string {
-	ids := make([]string, len(r.Upstreams))
-	for i, u := range r.Upstreams {
+	ids := make([]string, len(r.Endpoints))
+	for i, u := range r.Endpoints {
 		ids[i] = u.Instance.ID
 	}
 	return fmt.Sprint(ids)
@@ -144,7 +144,7 @@ func BenchmarkMatch(b *testing.B) {
 				svcs = append(svcs, &discovery.Service{Name: fmt.Sprintf("svc-%05d", i),
 					Instances: []discovery.Instance{instance("i", 1, fmt.Sprintf("/svc/%d", i))}})
 			}
-			t := (&tableBuilder{log: hclog.NewNullLogger(), picks: NewRoundRobin}).build(snapshot(svcs...))
+			t := buildTable(b, snapshot(svcs...))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {

@@ -29,10 +29,29 @@ const (
 	// OptStrip removes a leading path prefix before the request is proxied,
 	// e.g. strip=/v1 turns /v1/users into /users.
 	OptStrip = "strip"
+	// OptLB picks the balancing policy: round_robin, random,
+	// least_request, peak_ewma, hash:header:NAME, hash:cookie:NAME or
+	// hash:client.
+	OptLB = "lb"
+	// OptTimeout bounds the whole request, retries included (504 after).
+	OptTimeout = "timeout"
+	// OptTryTimeout bounds one attempt.
+	OptTryTimeout = "try_timeout"
+	// OptAttempts is the most attempts per request, the first included.
+	OptAttempts = "attempts"
+	// OptMaxInflight caps the route's concurrent requests (503 over it).
+	OptMaxInflight = "max_inflight"
+	// OptSlowStart ramps a new instance's share up over a duration.
+	OptSlowStart = "slow_start"
+	// OptProto is the protocol spoken to the instances: http1 (default)
+	// or h2c (HTTP/2 without TLS, e.g. gRPC servers).
+	OptProto = "proto"
 )
 
+// The gateway checks option values; the grammar only knows their names.
 var knownOptions = map[string]bool{
-	OptStrip: true,
+	OptStrip: true, OptLB: true, OptTimeout: true, OptTryTimeout: true,
+	OptAttempts: true, OptMaxInflight: true, OptSlowStart: true, OptProto: true,
 }
 
 // Route is one parsed route tag.

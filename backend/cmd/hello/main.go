@@ -59,7 +59,17 @@ type config struct {
 	id        string
 	drain     time.Duration
 	version   string
+	faults    faults
 	log       *telemetry.LogFlags
+}
+
+// faults make a hello misbehave on purpose, for resilience tests and demos
+// of what the gateway does about it. /healthz is never affected: Consul
+// still sees the instance as healthy, only the gateway's own passive health
+// and latency-aware balancing can tell.
+type faults struct {
+	status  int           // answer every request with this status (0: normal)
+	latency time.Duration // wait this long before answering
 }
 
 // run is the whole program; it returns the exit code.
@@ -128,7 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			Instance: reg.ID(),
 			Service:  cfg.service,
 			Version:  cfg.version,
-		}, log),
+		}, cfg.faults, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
@@ -187,6 +197,22 @@ func parseFlags(args []string) (*config, *flag.FlagSet, error) {
 		return nil
 	})
 	fs.StringVar(&cfg.version, "version", backend.DefaultVersion(), "version `string` reported in the service meta and the JSON answer")
+	fs.Func("fail-status", "answer every request but /healthz with this HTTP `status` (fault injection; default off)", func(s string) error {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 100 || n > 599 {
+			return errors.New("want an HTTP status from 100 to 599")
+		}
+		cfg.faults.status = n
+		return nil
+	})
+	fs.Func("latency", "wait this `duration` before answering every request but /healthz (fault injection; default 0)", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return errors.New("want a non-negative duration such as 50ms")
+		}
+		cfg.faults.latency = d
+		return nil
+	})
 
 	if err := fs.Parse(args); err != nil {
 		return nil, fs, err
@@ -244,13 +270,23 @@ type info struct {
 // OpenTelemetry server span that continues the caller's trace (traceparent,
 // read by the global propagator). Health checks leave no spans. Each answer
 // is logged at debug level with its trace and span IDs.
-func newHandler(in info, log hclog.Logger) http.Handler {
+func newHandler(in info, f faults, log hclog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+		if f.latency > 0 {
+			select {
+			case <-time.After(f.latency):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if f.status != 0 {
+			w.WriteHeader(f.status)
+		}
 		sc := trace.SpanContextFromContext(r.Context())
 		asJSON := wantsJSON(r.Header.Values("Accept"))
 		if log.IsDebug() {

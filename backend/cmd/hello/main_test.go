@@ -160,6 +160,8 @@ func TestBadFlagsAndConfig(t *testing.T) {
 		{nil, []string{"CONSUL_HTTP_SSL_VERIFY=perhaps"}, `hello: CONSUL_HTTP_SSL_VERIFY="perhaps": want true or false`},
 		{nil, []string{"CONSUL_CACERT=/nonexistent/ca.pem"}, `hello: CONSUL_CACERT: stat /nonexistent/ca.pem`},
 		{nil, []string{"HOPGATE_LOG_LEVEL=loud"}, `hello: HOPGATE_LOG_LEVEL="loud"`},
+		{[]string{"-fail-status", "99"}, nil, `invalid value "99" for flag -fail-status`},
+		{[]string{"-latency", "-1s"}, nil, `invalid value "-1s" for flag -latency`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(append(tt.env, tt.args...), " "), func(t *testing.T) {
@@ -428,8 +430,17 @@ func TestHandler(t *testing.T) {
 	if _, err := telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "hello"}); err != nil {
 		t.Fatal(err)
 	}
-	h := newHandler(info{Instance: "hello-x-1-abcdef", Service: "hello", Version: "v"},
+	h := newHandler(info{Instance: "hello-x-1-abcdef", Service: "hello", Version: "v"}, faults{},
 		hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: t.Output()}))
+	// Faults leave /healthz alone: Consul keeps seeing a healthy instance.
+	faulty := newHandler(info{Instance: "x"}, faults{status: 500, latency: time.Millisecond}, hclog.NewNullLogger())
+	for path, want := range map[string]int{"/": 500, "/healthz": 200} {
+		rec := httptest.NewRecorder()
+		faulty.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != want {
+			t.Errorf("faulty %s = %d, want %d", path, rec.Code, want)
+		}
+	}
 	for _, tt := range []struct{ method, path, want string }{
 		{"GET", "/", "Hello from hello-x-1-abcdef\n"},
 		{"GET", "/deep/path", "Hello from hello-x-1-abcdef\n"},

@@ -40,11 +40,12 @@ func main() {
 }
 
 type config struct {
-	listen      string
-	admin       string
-	maxAttempts int
-	shutdown    time.Duration
-	logs        *telemetry.LogFlags
+	listen   string
+	admin    string
+	shutdown time.Duration
+	settings gateway.Settings
+	server   *serverFlags
+	logs     *telemetry.LogFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -53,8 +54,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs.StringVar(&c.listen, "listen", ":8080", "public listen `address` for proxied traffic")
 	fs.StringVar(&c.admin, "admin", "127.0.0.1:9901", "admin API listen `address` (/healthz, /readyz, /routes); keep it private")
-	fs.IntVar(&c.maxAttempts, "max-attempts", gateway.DefaultMaxAttempts, "attempts per request, the first included; connection failures are retried on other instances")
-	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on shutdown")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on shutdown, after the drain")
+	settings := registerSettings(fs)
+	c.server = registerServer(fs)
 	var err error
 	if c.logs, err = telemetry.RegisterLogFlags(fs); err != nil {
 		return nil, usageError{err}
@@ -76,8 +78,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, usageError{fmt.Errorf("invalid value %q for flag -%s: want host:port or :port", addr, name)}
 		}
 	}
-	if c.maxAttempts < 1 {
-		return nil, usageError{fmt.Errorf("invalid value %d for flag -max-attempts: must be at least 1", c.maxAttempts)}
+	if c.settings, err = settings.settings(); err != nil {
+		return nil, usageError{err}
+	}
+	if err := c.server.validate(); err != nil {
+		return nil, usageError{err}
 	}
 	if c.shutdown <= 0 {
 		return nil, usageError{fmt.Errorf("invalid value %v for flag -shutdown-timeout: must be positive", c.shutdown)}
@@ -124,17 +129,22 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("admin listener: %w", err)
 	}
 
-	gw := gateway.New(gateway.Options{Logger: log})
+	gw := gateway.New(gateway.Options{Logger: log, Settings: &c.settings})
 	watcher := discovery.NewWatcher(discovery.Config{
 		Consul:  discovery.NewConsul(consul),
 		Logger:  log.Named("discovery"),
 		Publish: gw.Apply,
 	})
 	public := &http.Server{
-		Handler:           gateway.NewProxy(gw, gateway.ProxyOptions{Logger: log.Named("proxy"), MaxAttempts: c.maxAttempts}),
+		Handler:           gateway.NewProxy(gw, gateway.ProxyOptions{Logger: log.Named("proxy")}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	if c.server.h2c {
+		public.Protocols = new(http.Protocols)
+		public.Protocols.SetHTTP1(true)
+		public.Protocols.SetUnencryptedHTTP2(true)
 	}
 	admin := &http.Server{
 		Handler:           gateway.NewAdmin(gw, gateway.AdminOptions{Discovery: watcher.Status}),
@@ -148,12 +158,25 @@ func run(args []string, stderr io.Writer) error {
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	go func() { errc <- watcher.Run(watchCtx) }()
-	go func() { errc <- serve(public, publicLn) }()
-	go func() { errc <- serve(admin, adminLn) }()
+	go func() { errc <- serve(public, publicLn, c.server) }()
+	healthCtx, stopHealth := context.WithCancel(context.Background())
+	defer stopHealth()
+	go gw.WatchHealth(healthCtx, time.Second)
+	go func() { errc <- serve(admin, adminLn, nil) }()
 
 	var runErr error
 	select {
 	case <-ctx.Done():
+		// Drain: /readyz fails so load balancers in front move away, and
+		// every answer asks its keep-alive client to close, while requests
+		// are still served. Then stop accepting and finish what is open.
+		log.Info("draining", "for", c.server.drain)
+		gw.Drain()
+		public.SetKeepAlivesEnabled(false)
+		select {
+		case <-time.After(c.server.drain):
+		case runErr = <-errc:
+		}
 		log.Info("shutting down")
 	case runErr = <-errc:
 		log.Error("stopping after failure", "error", runErr)
@@ -169,8 +192,14 @@ func run(args []string, stderr io.Writer) error {
 	return runErr
 }
 
-func serve(srv *http.Server, ln net.Listener) error {
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+func serve(srv *http.Server, ln net.Listener, tls *serverFlags) error {
+	var err error
+	if tls != nil && tls.tlsCert != "" {
+		err = srv.ServeTLS(ln, tls.tlsCert, tls.tlsKey)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
