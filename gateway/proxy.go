@@ -451,6 +451,7 @@ func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error)
 	ep, err := route.picker.Pick(req, skip)
 	if panicking && ex.attempts == 0 {
 		ex.span.SetAttributes(attrPanic.Bool(true))
+		ex.span.AddEvent("panic mode: ejections ignored")
 	}
 	if err != nil && atLimit {
 		return nil, errInstanceOverloaded

@@ -155,3 +155,28 @@ func BenchmarkMatch(b *testing.B) {
 		})
 	}
 }
+
+func TestWarningInstancesOnlyWhenConfigured(t *testing.T) {
+	warn := instance("w", 2, "/")
+	warn.Health = discovery.Warning
+	warn.Weight = 3
+	zero := instance("z", 3, "/")
+	zero.Health = discovery.Warning
+	zero.Weight = 0 // Weights.Warning 0: no traffic while warning
+	snap := snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("p", 1, "/"), warn, zero}})
+
+	if got := upstreamIDs(buildTable(t, snap).Match("h", "/")); got != "[p]" {
+		t.Errorf("by default: %s, want only the passing instance", got)
+	}
+	settings := DefaultSettings
+	settings.UseWarning = true
+	gw := New(Options{Settings: &settings})
+	gw.Apply(snap)
+	r := gw.Table().Match("h", "/")
+	if got := upstreamIDs(r); got != "[p w]" {
+		t.Errorf("with UseWarning: %s, want p and w (z has warning weight 0)", got)
+	}
+	if r.Endpoints[1].Weight != 3 {
+		t.Errorf("warning weight = %d, want Consul's Weights.Warning 3", r.Endpoints[1].Weight)
+	}
+}

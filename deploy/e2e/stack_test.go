@@ -183,6 +183,7 @@ type routesDoc struct {
 	Routes []struct {
 		Route     string `json:"route"`
 		Service   string `json:"service"`
+		Inflight  int64  `json:"inflight"`
 		Instances []struct {
 			ID string `json:"id"`
 		} `json:"instances"`
