@@ -244,15 +244,3 @@ func BenchmarkPick(b *testing.B) {
 		})
 	})
 }
-
-// BenchmarkNew is the build cost, paid once per route per routing table.
-func BenchmarkNew(b *testing.B) {
-	for _, cfg := range configs {
-		b.Run(cfg.Policy+"/n=1000/weighted", func(b *testing.B) {
-			eps := endpoints(weightsFor(1000)...)
-			for b.Loop() {
-				New(cfg, eps, nil)
-			}
-		})
-	}
-}
