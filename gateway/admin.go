@@ -78,8 +78,18 @@ type RouteDoc struct {
 	Panic    bool  `json:"panic"`
 	Inflight int64 `json:"inflight"`
 	// Critical counts the service's instances Consul reports critical.
-	Critical  int           `json:"critical"`
+	Critical int `json:"critical"`
+	// Counts are totals since the route first appeared.
+	Counts    CountsDoc     `json:"counts"`
 	Instances []InstanceDoc `json:"instances"`
+}
+
+// CountsDoc is what resilience did on a route.
+type CountsDoc struct {
+	Retries         int64 `json:"retries"`
+	Ejections       int64 `json:"ejections"`
+	BudgetExhausted int64 `json:"retry_budget_exhausted"`
+	Panics          int64 `json:"panics"`
 }
 
 // InstanceDoc is one upstream of a route.
@@ -120,6 +130,12 @@ func routesView(gw *Gateway, st *discovery.Status, now time.Time) RoutesDoc {
 		rd := RouteDoc{Route: r.Name, Host: r.Host, PathPrefix: r.PathPrefix, Strip: r.Strip,
 			Service: r.Service, Policy: r.policy.balance.Policy, Panic: r.state.panic.Load(),
 			Inflight: r.state.inflight.Load(), Critical: r.Unroutable,
+			Counts: CountsDoc{
+				Retries:         r.state.counts.Retries.Load(),
+				Ejections:       r.state.counts.Ejections.Load(),
+				BudgetExhausted: r.state.counts.BudgetExhausted.Load(),
+				Panics:          r.state.counts.Panics.Load(),
+			},
 			Instances: make([]InstanceDoc, 0, len(r.Endpoints))}
 		for _, ep := range r.Endpoints {
 			in := ep.Instance

@@ -19,6 +19,12 @@ type Settings struct {
 	Timeout time.Duration
 	// TryTimeout bounds one attempt's wait for headers; 0 means Timeout.
 	TryTimeout time.Duration
+	// ConnectTimeout bounds connecting to an instance: a dead one must fail
+	// fast so that the retry still fits the client's patience.
+	ConnectTimeout time.Duration
+	// IdleTimeout cuts a response body that sends nothing for that long;
+	// 0 means never.
+	IdleTimeout time.Duration
 	// MaxAttempts per request, the first included.
 	MaxAttempts int
 	// MaxInflight caps a route's concurrent requests; 0 means no cap.
@@ -48,6 +54,8 @@ type Settings struct {
 var DefaultSettings = Settings{
 	Balance:        balance.Config{Policy: balance.DefaultPolicy},
 	Timeout:        60 * time.Second,
+	ConnectTimeout: 2 * time.Second,
+	IdleTimeout:    5 * time.Minute,
 	MaxAttempts:    3,
 	Outlier:        balance.DefaultOutlierConfig,
 	PanicThreshold: 0.5,
@@ -61,6 +69,8 @@ type routePolicy struct {
 	balance     balance.Config
 	timeout     time.Duration
 	tryTimeout  time.Duration
+	connect     time.Duration
+	idle        time.Duration
 	attempts    int
 	maxInflight int
 	h2c         bool
@@ -73,6 +83,8 @@ func (s *Settings) policyFor(opts map[string]string) (routePolicy, error) {
 		balance:     s.Balance,
 		timeout:     s.Timeout,
 		tryTimeout:  s.TryTimeout,
+		connect:     s.ConnectTimeout,
+		idle:        s.IdleTimeout,
 		attempts:    s.MaxAttempts,
 		maxInflight: s.MaxInflight,
 	}
@@ -91,6 +103,10 @@ func (s *Settings) policyFor(opts map[string]string) (routePolicy, error) {
 			p.timeout, err = parseDuration(v, false)
 		case routetag.OptTryTimeout:
 			p.tryTimeout, err = parseDuration(v, false)
+		case routetag.OptConnectTimeout:
+			p.connect, err = parseDuration(v, false)
+		case routetag.OptIdleTimeout:
+			p.idle, err = parseDuration(v, true)
 		case routetag.OptAttempts:
 			p.attempts, err = parseCount(v, 1, 10)
 		case routetag.OptMaxInflight:

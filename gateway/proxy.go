@@ -111,16 +111,21 @@ func NewProxy(gw *Gateway, opts ProxyOptions) *Proxy {
 }
 
 // NewTransport returns the transport used for upstream requests: pooled
-// keep-alive connections, short dial timeout (a dead instance must fail fast
-// so the retry still fits the client's patience), no proxy from the
-// environment (the gateway is the proxy).
+// keep-alive connections, the route's connect timeout (carried in the
+// request context), no proxy from the environment (the gateway is the
+// proxy).
 func NewTransport() *http.Transport {
+	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   2 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if d, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok && d > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
@@ -137,6 +142,9 @@ func NewH2CTransport() *http.Transport {
 }
 
 type ctxKey struct{}
+
+// connectTimeoutKey carries a route's connect timeout to the dialer.
+type connectTimeoutKey struct{}
 
 // exchange is what the proxy carries through httputil.ReverseProxy for one
 // request: the matched route, the replayable body and the attempts so far.
@@ -396,6 +404,7 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 					err = fmt.Errorf("instance %s answered %s", ep.Addr, resp.Status)
 				}
 				ex.lastErr = err
+				route.state.counts.Retries.Add(1)
 				p.log.Debug("retrying on another instance", "route", route.Name,
 					"failed", ep.Addr, "reason", reason, "error", err)
 				if !sleepCtx(req.Context(), retryBackoff(ex.attempts)) {
@@ -486,7 +495,7 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 		timer.Stop()
 	}
 
-	out := req.WithContext(ctx)
+	out := req.WithContext(context.WithValue(ctx, connectTimeoutKey{}, ex.route.policy.connect))
 	u := *req.URL
 	u.Host = ep.Addr
 	out.URL = &u
@@ -543,6 +552,9 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 		return resp, nil
 	}
 	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+	if idle := ex.route.policy.idle; idle > 0 {
+		resp.Body = newIdleBody(resp.Body, idle, cancel)
+	}
 	return resp, nil
 }
 
@@ -568,6 +580,7 @@ func (p *Proxy) passiveHealth(req *http.Request, ex *exchange, ep *balance.Endpo
 		return
 	}
 	d := ep.Stats.Eject(now, cfg)
+	route.state.counts.Ejections.Add(1)
 	ex.span.AddEvent("instance ejected", trace.WithAttributes(
 		attrInstanceID.String(ep.Instance.ID), attribute.String("hopgate.ejection.duration", d.String())))
 	p.log.Warn("instance ejected after consecutive failures", "route", route.Name,
@@ -579,6 +592,7 @@ func (p *Proxy) passiveHealth(req *http.Request, ex *exchange, ep *balance.Endpo
 
 func (p *Proxy) budgetExhausted(ex *exchange, now time.Time) {
 	ex.span.AddEvent("retry budget exhausted")
+	ex.route.state.counts.BudgetExhausted.Add(1)
 	last := ex.route.state.lastBudgetLog.Load()
 	if now.UnixNano()-last > int64(time.Second) && ex.route.state.lastBudgetLog.CompareAndSwap(last, now.UnixNano()) {
 		p.log.Warn("retry budget exhausted: not retrying", "route", ex.route.Name,
@@ -701,6 +715,32 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 
 // Close does nothing: the real body is closed once, by httputil.ReverseProxy.
 func (b *attemptBody) Close() error { return nil }
+
+// idleBody cancels the attempt when no byte of the body arrives for the
+// idle timeout: a stalled instance must not hold the client forever, while
+// a stream that keeps flowing lives as long as it likes.
+type idleBody struct {
+	io.ReadCloser
+	timer *time.Timer
+	idle  time.Duration
+}
+
+func newIdleBody(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) *idleBody {
+	return &idleBody{ReadCloser: rc, idle: idle, timer: time.AfterFunc(idle, cancel)}
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.idle)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
+}
 
 // doneBody runs done once when the response body is closed.
 type doneBody struct {

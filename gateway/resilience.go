@@ -17,6 +17,16 @@ type routeState struct {
 	panic    atomic.Bool
 	// lastBudgetLog rate-limits the budget-exhausted log line (unix nanos).
 	lastBudgetLog atomic.Int64
+	counts        routeCounts
+}
+
+// routeCounts count what resilience did on a route, for /routes and
+// metrics.
+type routeCounts struct {
+	Retries         atomic.Int64
+	Ejections       atomic.Int64
+	BudgetExhausted atomic.Int64
+	Panics          atomic.Int64 // times the route entered panic mode
 }
 
 func newRouteState(s *Settings) *routeState {
@@ -103,5 +113,9 @@ func healthy(eps []*balance.Endpoint, now time.Time) int {
 func (r *Route) updatePanic(now time.Time, threshold float64) (changed, panicking bool) {
 	total := len(r.Endpoints) + r.Unroutable
 	panicking = total > 0 && float64(healthy(r.Endpoints, now)) < threshold*float64(total)
-	return r.state.panic.Swap(panicking) != panicking, panicking
+	changed = r.state.panic.Swap(panicking) != panicking
+	if changed && panicking {
+		r.state.counts.Panics.Add(1)
+	}
+	return changed, panicking
 }

@@ -131,6 +131,9 @@ func TestOutlierEjectsAFailingInstance(t *testing.T) {
 	if fmt.Sprint(ejected) != "[a-bad]" {
 		t.Errorf("ejected = %v, want [a-bad]", ejected)
 	}
+	if c := doc.Routes[0].Counts; c.Ejections != 1 {
+		t.Errorf("counts = %+v, want 1 ejection", c)
+	}
 	var events []string
 	for _, s := range h.spans.Ended() {
 		for _, e := range s.Events() {
@@ -209,6 +212,10 @@ func TestRetryBudgetBoundsAttempts(t *testing.T) {
 	var attempts int64
 	for _, s := range ss {
 		attempts += s.hits.Load()
+	}
+	counts := routesView(h.gw, nil, time.Now()).Routes[0].Counts
+	if counts.BudgetExhausted == 0 || counts.Retries != attempts-requests {
+		t.Errorf("counts = %+v, want budget exhaustion and %d retries", counts, attempts-requests)
 	}
 	// 100 first attempts + at most 10 (floor) + 20% of 100 retries.
 	if retries := attempts - requests; retries > 30 || retries < 10 {
@@ -425,5 +432,53 @@ func TestRoutesDocumentShowsPolicyAndLoad(t *testing.T) {
 	}
 	if doc.Routes[0].Policy != "least_request" {
 		t.Errorf("policy = %q, want least_request from the tag", doc.Routes[0].Policy)
+	}
+}
+
+func TestIdleTimeoutCutsAStalledResponse(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		_, _ = io.WriteString(w, "partial")
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done() // stall: never send the rest
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	port, _ := strconv.Atoi(u.Port())
+	h := newHarness(t, snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("x", port, "/ idle_timeout=100ms")}}))
+	start := time.Now()
+	// The client sees the connection cut: before or after the headers,
+	// depending on what was flushed when the idle timeout fired.
+	resp, err := http.Get(h.proxy.URL + "/")
+	if err == nil {
+		var body []byte
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("body %q read in full: want the stalled response cut short", body)
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the stalled response lasted %v, want about the 100ms idle timeout", d)
+	}
+}
+
+func TestRouteOptionsParse(t *testing.T) {
+	p, err := DefaultSettings.policyFor(map[string]string{
+		"lb": "hash:header:X-User", "timeout": "5s", "try_timeout": "1s", "connect_timeout": "300ms",
+		"idle_timeout": "0s", "attempts": "2", "max_inflight": "10", "slow_start": "30s", "proto": "h2c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.balance.Policy != "hash" || p.balance.HashOn != "header:X-User" || p.balance.SlowStart != 30*time.Second ||
+		p.timeout != 5*time.Second || p.tryTimeout != time.Second || p.connect != 300*time.Millisecond ||
+		p.idle != 0 || p.attempts != 2 || p.maxInflight != 10 || !p.h2c {
+		t.Errorf("policy = %+v", p)
+	}
+	for k, v := range map[string]string{"lb": "fastest", "timeout": "0s", "attempts": "11", "max_inflight": "x",
+		"proto": "h3", "connect_timeout": "-1s", "try_timeout": "soon"} {
+		if _, err := DefaultSettings.policyFor(map[string]string{k: v}); err == nil || !strings.Contains(err.Error(), k+"="+v) {
+			t.Errorf("%s=%s: err = %v, want one naming the option", k, v, err)
+		}
 	}
 }

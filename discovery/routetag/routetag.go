@@ -43,6 +43,10 @@ const (
 	OptMaxInflight = "max_inflight"
 	// OptSlowStart ramps a new instance's share up over a duration.
 	OptSlowStart = "slow_start"
+	// OptConnectTimeout bounds connecting to an instance.
+	OptConnectTimeout = "connect_timeout"
+	// OptIdleTimeout cuts a response that sends nothing for that long.
+	OptIdleTimeout = "idle_timeout"
 	// OptProto is the protocol spoken to the instances: http1 (default)
 	// or h2c (HTTP/2 without TLS, e.g. gRPC servers).
 	OptProto = "proto"
@@ -52,6 +56,7 @@ const (
 var knownOptions = map[string]bool{
 	OptStrip: true, OptLB: true, OptTimeout: true, OptTryTimeout: true,
 	OptAttempts: true, OptMaxInflight: true, OptSlowStart: true, OptProto: true,
+	OptConnectTimeout: true, OptIdleTimeout: true,
 }
 
 // Route is one parsed route tag.

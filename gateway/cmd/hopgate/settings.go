@@ -24,6 +24,8 @@ func registerSettings(fs *flag.FlagSet) *settingsFlags {
 	fs.DurationVar(&s.Balance.SlowStart, "slow-start", 0, "ramp a newly routable instance's share of traffic up over this `window` (0: off; route option slow_start=)")
 	fs.DurationVar(&s.Timeout, "timeout", d.Timeout, "longest wait for an answer's headers, retries included, before a 504 (route option timeout=)")
 	fs.DurationVar(&s.TryTimeout, "try-timeout", d.TryTimeout, "longest wait for one attempt's headers (0: the -timeout; route option try_timeout=)")
+	fs.DurationVar(&s.ConnectTimeout, "connect-timeout", d.ConnectTimeout, "longest wait to connect to an instance (route option connect_timeout=)")
+	fs.DurationVar(&s.IdleTimeout, "idle-timeout", d.IdleTimeout, "cut a response that sends nothing for this long (0: never; route option idle_timeout=)")
 	fs.IntVar(&s.MaxAttempts, "max-attempts", d.MaxAttempts, "attempts per request, the first included (route option attempts=)")
 	fs.IntVar(&s.MaxInflight, "max-inflight", 0, "concurrent requests per route before an immediate 503 (0: no cap; route option max_inflight=)")
 	fs.IntVar(&s.MaxInflightPerInstance, "max-inflight-per-instance", 0, "concurrent requests per instance (0: no cap)")
@@ -57,6 +59,8 @@ func (f *settingsFlags) settings() (gateway.Settings, error) {
 		{s.Balance.SlowStart < 0, "slow-start", "must not be negative", s.Balance.SlowStart},
 		{s.Timeout <= 0, "timeout", "must be positive", s.Timeout},
 		{s.TryTimeout < 0, "try-timeout", "must not be negative", s.TryTimeout},
+		{s.ConnectTimeout <= 0, "connect-timeout", "must be positive", s.ConnectTimeout},
+		{s.IdleTimeout < 0, "idle-timeout", "must not be negative", s.IdleTimeout},
 		{s.MaxAttempts < 1 || s.MaxAttempts > 10, "max-attempts", "must be from 1 to 10", s.MaxAttempts},
 		{s.MaxInflight < 0, "max-inflight", "must not be negative", s.MaxInflight},
 		{s.MaxInflightPerInstance < 0, "max-inflight-per-instance", "must not be negative", s.MaxInflightPerInstance},
