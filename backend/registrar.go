@@ -6,7 +6,7 @@
 //
 // The gateway only routes services that carry route tags (see package
 // discovery/routetag) and only to instances whose checks pass, so a
-// Registration names its routes and gets an HTTP health check.
+// Registration names its routes and gets an HTTP (or TCP) health check.
 package backend
 
 import (
@@ -74,6 +74,10 @@ type Registration struct {
 	// http://Address:Port/CheckPath (default DefaultCheckPath); a 2xx answer
 	// is passing, 429 warning, anything else critical.
 	CheckPath string
+	// CheckTCP replaces the HTTP check with a TCP check: passing while
+	// Address:Port accepts connections. For services with no health
+	// endpoint; CheckPath must then be empty.
+	CheckTCP bool
 	// CheckInterval and CheckTimeout pace the health check (defaults
 	// DefaultCheckInterval and DefaultCheckTimeout).
 	CheckInterval, CheckTimeout time.Duration
@@ -242,10 +246,13 @@ func (r *Registrar) setRegistration(reg Registration) error {
 		}
 	}
 
-	if reg.CheckPath == "" {
+	if reg.CheckTCP && reg.CheckPath != "" {
+		return fmt.Errorf("check path %q with a TCP check: choose one", reg.CheckPath)
+	}
+	if reg.CheckPath == "" && !reg.CheckTCP {
 		reg.CheckPath = DefaultCheckPath
 	}
-	if !strings.HasPrefix(reg.CheckPath, "/") || strings.ContainsFunc(reg.CheckPath, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+	if !reg.CheckTCP && (!strings.HasPrefix(reg.CheckPath, "/") || strings.ContainsFunc(reg.CheckPath, func(r rune) bool { return r <= ' ' || r == 0x7f })) {
 		return fmt.Errorf("check path %q: want an absolute path without spaces", reg.CheckPath)
 	}
 	for _, d := range []struct {
@@ -286,6 +293,9 @@ func (r *Registrar) Address() string {
 	}
 	return ""
 }
+
+// Registered reports whether a registration has succeeded at least once.
+func (r *Registrar) Registered() bool { return r.registered.Load() }
 
 // Tags are the tags registered: route tags first, then the extra ones.
 func (r *Registrar) Tags() []string { return slices.Clone(r.tags) }
@@ -410,6 +420,17 @@ func (r *Registrar) isStopped() bool { return r.stopped.Load() }
 // registration is what is sent to the agent.
 func (r *Registrar) registration(addr string) *api.AgentServiceRegistration {
 	reg := r.reg
+	hostPort := net.JoinHostPort(addr, strconv.Itoa(reg.Port))
+	check := &api.AgentServiceCheck{
+		Interval:                       reg.CheckInterval.String(),
+		Timeout:                        reg.CheckTimeout.String(),
+		DeregisterCriticalServiceAfter: reg.DeregisterCriticalAfter.String(),
+	}
+	if reg.CheckTCP {
+		check.Name, check.TCP = "TCP "+hostPort, hostPort
+	} else {
+		check.Name, check.HTTP, check.Method = "HTTP GET "+reg.CheckPath, "http://"+hostPort+reg.CheckPath, "GET"
+	}
 	return &api.AgentServiceRegistration{
 		ID:      r.id,
 		Name:    reg.Service,
@@ -417,14 +438,7 @@ func (r *Registrar) registration(addr string) *api.AgentServiceRegistration {
 		Port:    reg.Port,
 		Tags:    slices.Clone(r.tags),
 		Meta:    maps.Clone(r.meta),
-		Check: &api.AgentServiceCheck{
-			Name:                           "HTTP GET " + reg.CheckPath,
-			HTTP:                           "http://" + net.JoinHostPort(addr, strconv.Itoa(reg.Port)) + reg.CheckPath,
-			Method:                         "GET",
-			Interval:                       reg.CheckInterval.String(),
-			Timeout:                        reg.CheckTimeout.String(),
-			DeregisterCriticalServiceAfter: reg.DeregisterCriticalAfter.String(),
-		},
+		Check:   check,
 	}
 }
 

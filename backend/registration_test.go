@@ -106,6 +106,7 @@ func TestNewRegistrarRejects(t *testing.T) {
 		{"reserved meta key", func(r *Registration) { r.Meta = map[string]string{"consul-x": "x"} }, `meta key "consul-x"`},
 		{"long meta value", func(r *Registration) { r.Meta = map[string]string{"k": strings.Repeat("v", 513)} }, `meta "k"`},
 		{"check path", func(r *Registration) { r.CheckPath = "healthz" }, `check path "healthz"`},
+		{"check path with TCP check", func(r *Registration) { r.CheckTCP, r.CheckPath = true, "/healthz" }, "with a TCP check"},
 		{"negative interval", func(r *Registration) { r.CheckInterval = -time.Second }, "check interval -1s is negative"},
 		{"negative reap", func(r *Registration) { r.DeregisterCriticalAfter = -time.Second }, "deregister-critical-after"},
 	}
@@ -118,6 +119,23 @@ func TestNewRegistrarRejects(t *testing.T) {
 				t.Fatalf("err = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestNewRegistrarTCPCheck(t *testing.T) {
+	r, err := NewRegistrar(&api.Config{Address: "127.0.0.1:8500"}, Registration{
+		Service: "web", Port: 8000, CheckTCP: true, CheckInterval: 5 * time.Second,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.registration("10.1.2.3").Check
+	if c.TCP != "10.1.2.3:8000" || c.HTTP != "" || c.Method != "" || c.Name != "TCP 10.1.2.3:8000" ||
+		c.Interval != "5s" || c.Timeout != "1s" || c.DeregisterCriticalServiceAfter != "1m0s" {
+		t.Errorf("check = %+v, want a TCP check of 10.1.2.3:8000 with the usual pacing and reaping", c)
+	}
+	if got := r.registration("fd00::1").Check.TCP; got != "[fd00::1]:8000" {
+		t.Errorf("IPv6 TCP check = %q", got)
 	}
 }
 

@@ -144,13 +144,13 @@ func (s *stack) env(service string) []string {
 	return env
 }
 
-func (s *stack) startGateway() {
+func (s *stack) startGateway(extra ...string) {
 	s.t.Helper()
 	ports := consultest.FreePorts(s.t, 2)
 	s.public = "127.0.0.1:" + strconv.Itoa(ports[0])
 	s.admin = "127.0.0.1:" + strconv.Itoa(ports[1])
 	s.gateway = startProc(s.t, "gateway", filepath.Join(binDir, "hopgate"), s.env("hopgate"),
-		"-listen", s.public, "-admin", s.admin)
+		append([]string{"-listen", s.public, "-admin", s.admin}, extra...)...)
 }
 
 // startHello starts one more hello and returns its instance id.

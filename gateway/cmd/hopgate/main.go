@@ -1,5 +1,9 @@
 // Command hopgate is the gateway: it watches Consul for services that opt in
 // with route tags and proxies HTTP to their passing instances.
+//
+// `hopgate join [flags] -- command [args...]` is the other mode: it runs an
+// unmodified server process as a backend that registers, drains and
+// deregisters like the hello service (see package backend/join).
 package main
 
 import (
@@ -17,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hopgate/hopgate/backend/join"
 	"github.com/hopgate/hopgate/discovery"
 	"github.com/hopgate/hopgate/gateway"
 	"github.com/hopgate/hopgate/telemetry"
@@ -26,6 +31,13 @@ import (
 type usageError struct{ error }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "join" {
+		// Subscribed before the child starts: a signal in between must
+		// neither be lost nor kill the wrapper and orphan the child.
+		signals := make(chan os.Signal, 4)
+		signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+		os.Exit(join.Main(os.Args[2:], signals, os.Stdin, os.Stdout, os.Stderr))
+	}
 	err := run(os.Args[1:], os.Stderr)
 	switch {
 	case err == nil:
@@ -64,7 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
-			fmt.Fprintln(stderr, "Usage: hopgate [flags]\n\nConsul is reached through the standard CONSUL_HTTP_* variables; traces go where the OTEL_* variables say.\n\nFlags:")
+			fmt.Fprintln(stderr, "Usage: hopgate [flags]\n       hopgate join [flags] -- command [args...]   (run a server as a backend; hopgate join -h)\n\nConsul is reached through the standard CONSUL_HTTP_* variables; traces go where the OTEL_* variables say.\n\nFlags:")
 			fs.PrintDefaults()
 			return nil, err
 		}
