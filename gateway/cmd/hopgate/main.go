@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hopgate/hopgate/backend"
 	"github.com/hopgate/hopgate/backend/join"
 	"github.com/hopgate/hopgate/discovery"
 	"github.com/hopgate/hopgate/gateway"
@@ -31,6 +32,9 @@ import (
 type usageError struct{ error }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "probe" {
+		os.Exit(backend.Probe("hopgate", os.Args[2:], os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "join" {
 		// Subscribed before the child starts: a signal in between must
 		// neither be lost nor kill the wrapper and orphan the child.
