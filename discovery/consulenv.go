@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -45,6 +46,17 @@ func ConsulConfig() (*api.Config, error) {
 		}
 	}
 	cfg := api.DefaultConfig()
+	// A blocking query waits minutes on a quiet connection. When the path to
+	// the agent dies silently (a partition, an interface gone), only TCP
+	// keepalive notices, after the kernel's default of minutes: probe early
+	// instead, so the watcher reports the outage within about 20 s. (A unix
+	// socket address gets its own dialer from api.NewClient.)
+	cfg.Transport.DialContext = (&net.Dialer{
+		Timeout: 10 * time.Second,
+		KeepAliveConfig: net.KeepAliveConfig{
+			Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3,
+		},
+	}).DialContext
 	// Building a client loads the TLS material and the token file: do it on
 	// a copy, to report a bad file here, and hand back the pristine config.
 	probe := *cfg
