@@ -25,24 +25,68 @@ type Agent struct {
 	t        testing.TB
 	bin      string
 	args     []string
-	HTTPAddr string // host:port of the HTTP API
+	HTTPAddr string // host:port of the HTTP API (of the HTTPS API with TLS)
 	log      *Buffer
+
+	// ManagementToken is the initial management token when the agent runs
+	// with ACLs (Options.ACL); empty otherwise. Client, Config and
+	// WaitReady use it.
+	ManagementToken string
+	// TLS names the test CA and certificates when the API is served over
+	// HTTPS (Options.TLS); nil otherwise.
+	TLS *TLSFiles
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
+}
+
+// Options choose how StartWith configures the dev agent. The zero value is
+// what Start does.
+type Options struct {
+	// Addr is the loopback host:port of the HTTP (or, with TLS, HTTPS) API;
+	// empty picks a free port.
+	Addr string
+	// ACL enables ACLs in default-deny mode. The agent's initial management
+	// token (also its agent token) is Agent.ManagementToken.
+	ACL bool
+	// TLS serves the HTTP API over HTTPS only, requiring a client
+	// certificate signed by a test CA (verify_incoming). The CA, the
+	// agent's server certificate (127.0.0.1, localhost) and a client
+	// certificate are generated into the test's temporary directory.
+	TLS bool
+	// HCL is extra agent configuration, written to a file passed with
+	// -config-file after the one Options.ACL and Options.TLS produce.
+	HCL string
+}
+
+// TLSFiles are the PEM files of an agent started with Options.TLS.
+type TLSFiles struct {
+	CAFile                string // the test CA, which signed both certificates
+	ServerCert, ServerKey string // the agent's certificate: 127.0.0.1, localhost
+	ClientCert, ClientKey string // a client certificate the agent accepts
 }
 
 // Start runs a dev agent and waits until it has a leader and a node in the
 // catalog. It is stopped when the test ends.
 func Start(t testing.TB) *Agent {
 	t.Helper()
-	return StartAt(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePorts(t, 1)[0])))
+	return StartWith(t, Options{})
 }
 
 // StartAt is Start with the HTTP API on a given loopback address, for tests
 // that point processes at an agent before it exists.
 func StartAt(t testing.TB, httpAddr string) *Agent {
 	t.Helper()
+	return StartWith(t, Options{Addr: httpAddr})
+}
+
+// StartWith is Start with extra configuration: ACLs, TLS, any HCL.
+func StartWith(t testing.TB, o Options) *Agent {
+	t.Helper()
+	httpAddr := o.Addr
+	if httpAddr == "" {
+		httpAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePorts(t, 1)[0]))
+	}
 	_, port, err := net.SplitHostPort(httpAddr)
 	if err != nil {
 		t.Fatalf("consultest: bad address %q: %v", httpAddr, err)
@@ -58,7 +102,6 @@ func StartAt(t testing.TB, httpAddr string) *Agent {
 	a.args = []string{"agent", "-dev",
 		"-node", fmt.Sprintf("test-%d", ports[0]),
 		"-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", strconv.Itoa(ports[0]),
 		"-server-port", strconv.Itoa(ports[1]),
 		"-serf-lan-port", strconv.Itoa(ports[2]),
 		"-serf-wan-port", strconv.Itoa(ports[3]),
@@ -66,6 +109,56 @@ func StartAt(t testing.TB, httpAddr string) *Agent {
 		"-grpc-tls-port", strconv.Itoa(ports[5]),
 		"-dns-port", "-1",
 		"-log-level", "warn",
+	}
+	if !o.TLS {
+		// Flags beat config files: with TLS the ports come from the file.
+		a.args = append(a.args, "-http-port", strconv.Itoa(ports[0]))
+	}
+	var hcl []string
+	if o.ACL {
+		a.ManagementToken = newUUID(t)
+		hcl = append(hcl, fmt.Sprintf(`acl {
+  enabled = true
+  default_policy = "deny"
+  down_policy = "deny"
+  enable_token_persistence = false
+  tokens {
+    initial_management = %q
+    agent = %q
+  }
+}
+`, a.ManagementToken, a.ManagementToken))
+	}
+	if o.TLS {
+		a.TLS = writeTLSFiles(t)
+		hcl = append(hcl, fmt.Sprintf(`ports {
+  http = -1
+  https = %d
+}
+tls {
+  defaults {
+    ca_file = %q
+    cert_file = %q
+    key_file = %q
+  }
+  https {
+    verify_incoming = true
+  }
+}
+`, ports[0], a.TLS.CAFile, a.TLS.ServerCert, a.TLS.ServerKey))
+	}
+	if o.HCL != "" {
+		hcl = append(hcl, o.HCL)
+	}
+	if len(hcl) > 0 {
+		dir := t.TempDir()
+		for i, h := range hcl {
+			f := filepath.Join(dir, fmt.Sprintf("%d.hcl", i))
+			if err := os.WriteFile(f, []byte(h), 0o600); err != nil {
+				t.Fatalf("consultest: %v", err)
+			}
+			a.args = append(a.args, "-config-file", f)
+		}
 	}
 	a.start()
 	t.Cleanup(a.Stop)
@@ -96,19 +189,84 @@ func (a *Agent) Client() *api.Client {
 	return c
 }
 
-// Config returns an API config pointing at this agent.
+// Config returns an API config pointing at this agent: https with the test
+// CA and client certificate under TLS, the management token under ACLs.
 func (a *Agent) Config() *api.Config {
 	cfg := api.DefaultConfig()
 	cfg.Address = a.HTTPAddr
 	cfg.Scheme = "http"
-	cfg.Token = ""
+	cfg.Token = a.ManagementToken
+	cfg.TokenFile = ""
+	cfg.TLSConfig = api.TLSConfig{}
+	if a.TLS != nil {
+		cfg.Scheme = "https"
+		cfg.TLSConfig = api.TLSConfig{CAFile: a.TLS.CAFile, CertFile: a.TLS.ClientCert, KeyFile: a.TLS.ClientKey}
+	}
 	return cfg
 }
 
 // Env returns the environment variables that point a child process at this
-// agent.
+// agent: the address (https:// under TLS), the CA and client certificate
+// under TLS, and the management token under ACLs.
 func (a *Agent) Env() []string {
-	return []string{"CONSUL_HTTP_ADDR=" + a.HTTPAddr}
+	return a.EnvWith(EnvOptions{Token: a.ManagementToken})
+}
+
+// EnvOptions choose what EnvWith hands a child process.
+type EnvOptions struct {
+	// Token is CONSUL_HTTP_TOKEN; empty sets the variable empty, so the
+	// child runs with the anonymous token even if the test's own
+	// environment names one.
+	Token string
+	// NoClientCert leaves out CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY
+	// under TLS (the CA is still given).
+	NoClientCert bool
+}
+
+// EnvWith is Env with a chosen token and client certificate. Without ACLs
+// and TLS it is just CONSUL_HTTP_ADDR (plus the token when one is given).
+func (a *Agent) EnvWith(o EnvOptions) []string {
+	if a.TLS == nil && a.ManagementToken == "" && o.Token == "" {
+		return []string{api.HTTPAddrEnvName + "=" + a.HTTPAddr}
+	}
+	env := []string{api.HTTPTokenEnvName + "=" + o.Token, api.HTTPTokenFileEnvName + "="}
+	if a.TLS == nil {
+		return append(env, api.HTTPAddrEnvName+"="+a.HTTPAddr)
+	}
+	env = append(env,
+		api.HTTPAddrEnvName+"=https://"+a.HTTPAddr,
+		api.HTTPCAFile+"="+a.TLS.CAFile,
+		api.HTTPCAPath+"=",
+		api.HTTPSSLEnvName+"=",
+		api.HTTPSSLVerifyEnvName+"=",
+	)
+	if o.NoClientCert {
+		return append(env, api.HTTPClientCert+"=", api.HTTPClientKey+"=")
+	}
+	return append(env, api.HTTPClientCert+"="+a.TLS.ClientCert, api.HTTPClientKey+"="+a.TLS.ClientKey)
+}
+
+// CreateToken creates an ACL policy with the given rules (HCL) and a token
+// holding only that policy, using the management token, and returns the
+// token's SecretID. The agent must run with Options.ACL.
+func (a *Agent) CreateToken(name, rules string) string {
+	a.t.Helper()
+	if a.ManagementToken == "" {
+		a.t.Fatalf("consultest: CreateToken on an agent without ACLs")
+	}
+	acl := a.Client().ACL()
+	p, _, err := acl.PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
+	if err != nil {
+		a.t.Fatalf("consultest: create policy %s: %v", name, err)
+	}
+	tok, _, err := acl.TokenCreate(&api.ACLToken{
+		Description: name,
+		Policies:    []*api.ACLTokenPolicyLink{{ID: p.ID}},
+	}, nil)
+	if err != nil {
+		a.t.Fatalf("consultest: create token %s: %v", name, err)
+	}
+	return tok.SecretID
 }
 
 // WaitReady polls until the agent has elected itself leader and registered
