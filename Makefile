@@ -18,7 +18,7 @@ CONSUL_BIN ?= $(or $(shell command -v consul),$(BIN)/consul)
 JAEGER_BIN ?= $(or $(shell command -v jaeger),$(BIN)/jaeger)
 export CONSUL_BIN JAEGER_BIN
 
-.PHONY: all build tools run test test-e2e loadtest vet clean help images images-offline test-docker
+.PHONY: all build tools run test test-e2e loadtest fuzz vet clean help images images-offline test-docker
 
 all: build
 
@@ -72,7 +72,16 @@ vet:
 # tests drive built binaries and run without it.
 test: tools vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /deploy/e2e)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 	$(GO) test -count=1 -timeout 20m ./deploy/e2e/...
+
+# Fuzz the parsers and the router: briefly in `make test`, longer with
+# `make fuzz FUZZTIME=10m`. Findings land in testdata/fuzz as regressions.
+FUZZTIME ?= 1m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./discovery/routetag
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime $(FUZZTIME) ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./gateway
 
 # The resilience scenarios under load, with their figures (also part of
 # `make test`): rolling restart, SIGKILL, a hello answering 500, a slow

@@ -66,6 +66,8 @@ type Status struct {
 	LastContact time.Time
 	// LastError is the last query error, "" once a query succeeds after it.
 	LastError string
+	// Errors counts the failed Consul queries since the start.
+	Errors uint64
 	// Services and Instances count the last published snapshot.
 	Services, Instances int
 }
@@ -297,7 +299,7 @@ func (w *Watcher) noteContact() {
 }
 
 func (w *Watcher) noteError(err error) {
-	w.updateStatus(func(s *Status) { s.LastError = err.Error() })
+	w.updateStatus(func(s *Status) { s.LastError, s.Errors = err.Error(), s.Errors+1 })
 }
 
 // assembler holds the latest answer of every watch and builds snapshots from

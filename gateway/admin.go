@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hopgate/hopgate/discovery"
@@ -12,10 +14,25 @@ import (
 type AdminOptions struct {
 	// Discovery reports the watcher's state for /routes; may be nil.
 	Discovery func() discovery.Status
+	// JaegerQuery is the base URL of Jaeger's query API (e.g.
+	// http://127.0.0.1:16686), from which the dashboard reads recent
+	// traces; empty: no traces on the dashboard.
+	JaegerQuery string
+	// JaegerService is the service name the gateway's spans are exported
+	// under; $OTEL_SERVICE_NAME, else "hopgate", when empty.
+	JaegerService string
+	// JaegerUI is the base URL of Jaeger's UI as the browser reaches it,
+	// for "open in Jaeger" links; JaegerQuery when empty.
+	JaegerUI string
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every admin endpoint but /healthz and /readyz (which reveal nothing
+	// and must answer probes that cannot carry secrets).
+	Token string
 }
 
-// NewAdmin returns the admin API handler: /healthz, /readyz and /routes.
-// It belongs on its own listener, never the public one.
+// NewAdmin returns the admin API handler: /healthz, /readyz, /routes,
+// /metrics and the dashboard (/, /api/dashboard, /api/traces). It belongs
+// on its own listener, never the public one.
 func NewAdmin(gw *Gateway, opts AdminOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -42,7 +59,36 @@ func NewAdmin(gw *Gateway, opts AdminOptions) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(routesView(gw, st, time.Now()))
 	})
-	return mux
+	if m := gw.Metrics(); m != nil {
+		m.SetDiscovery(opts.Discovery)
+		mux.Handle("GET /metrics", m.Handler())
+	}
+	registerDashboard(mux, gw, opts)
+	if opts.Token == "" {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && !adminAuthorized(r, opts.Token) {
+			// Basic lets a browser ask a person for the token (any user
+			// name) so the dashboard works; tools send a Bearer token.
+			w.Header().Set("WWW-Authenticate", `Basic realm="hopgate admin", charset="UTF-8"`)
+			http.Error(w, "hopgate: admin API needs its token", http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// adminAuthorized accepts "Authorization: Bearer <token>", or Basic
+// credentials whose password is the token.
+func adminAuthorized(r *http.Request, token string) bool {
+	given := ""
+	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		given = b
+	} else if _, pw, ok := r.BasicAuth(); ok {
+		given = pw
+	}
+	return subtle.ConstantTimeCompare([]byte(given), []byte(token)) == 1
 }
 
 // RoutesDoc is the JSON document served at /routes.

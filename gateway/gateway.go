@@ -26,6 +26,7 @@ type Gateway struct {
 	table    atomic.Pointer[Table]
 	applied  atomic.Int64 // unix nanos of the last Apply; 0 before the first
 	draining atomic.Bool
+	metrics  *Metrics // nil with Options.NoMetrics
 }
 
 // Options configure a Gateway.
@@ -35,6 +36,8 @@ type Options struct {
 	Settings *Settings
 	// Now is the clock; time.Now when nil (tests pass a fake one).
 	Now func() time.Time
+	// NoMetrics turns the Prometheus metrics off (benchmarks compare).
+	NoMetrics bool
 }
 
 // New returns a gateway with an empty table: every request is a 404 until
@@ -51,7 +54,11 @@ func New(opts Options) *Gateway {
 		opts.Now = time.Now
 	}
 	g := &Gateway{log: opts.Logger, settings: settings, now: opts.Now}
+	if !opts.NoMetrics {
+		g.metrics = newMetrics(g)
+	}
 	g.builder = tableBuilder{
+		metrics:  g.metrics,
 		log:      opts.Logger.Named("routes"),
 		settings: &g.settings,
 		now:      opts.Now,
@@ -72,9 +79,14 @@ func (g *Gateway) Apply(snap *discovery.Snapshot) {
 	}
 	g.table.Store(t)
 	g.applied.Store(now.UnixNano())
+	g.metrics.applied(snap.Built, time.Now())
 	g.log.Info("routes applied", "index", snap.Index, "services", len(snap.Services),
 		"instances", snap.Instances(), "routes", len(t.routes))
 }
+
+// Metrics are the gateway's Prometheus metrics; nil with
+// Options.NoMetrics.
+func (g *Gateway) Metrics() *Metrics { return g.metrics }
 
 // Table returns the routing table in force.
 func (g *Gateway) Table() *Table { return g.table.Load() }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -48,6 +49,22 @@ type Settings struct {
 	// UseWarning routes to Consul warning-state instances too, with their
 	// Weights.Warning; by default only passing instances get traffic.
 	UseWarning bool
+	// MaxBody caps request bodies (413 over it); 0 means no cap. Route
+	// option max_body.
+	MaxBody int64
+
+	// The edge.
+
+	// TrustedProxies are the peers whose X-Forwarded-*, Forwarded,
+	// X-Real-IP and trace context are believed; everyone else's are
+	// replaced.
+	TrustedProxies []netip.Prefix
+	// TraceContext says what to do with an untrusted client's trace
+	// context: TraceLink (default), TraceContinue or TraceIgnore.
+	TraceContext string
+	// MaxRequestsPerConn closes a client connection after that many
+	// requests; 0 means no cap.
+	MaxRequestsPerConn int
 }
 
 // DefaultSettings are the defaults of the gateway's flags.
@@ -62,6 +79,7 @@ var DefaultSettings = Settings{
 	RetryBudget:    0.2,
 	RetryFloor:     3,
 	MaxReplayBody:  64 << 10,
+	TraceContext:   TraceLink,
 }
 
 // routePolicy is what one route does, after its tag options.
@@ -73,6 +91,8 @@ type routePolicy struct {
 	idle        time.Duration
 	attempts    int
 	maxInflight int
+	maxBody     int64
+	websocket   bool
 	h2c         bool
 }
 
@@ -87,6 +107,7 @@ func (s *Settings) policyFor(opts map[string]string) (routePolicy, error) {
 		idle:        s.IdleTimeout,
 		attempts:    s.MaxAttempts,
 		maxInflight: s.MaxInflight,
+		maxBody:     s.MaxBody,
 	}
 	for k, v := range opts {
 		var err error
@@ -111,6 +132,18 @@ func (s *Settings) policyFor(opts map[string]string) (routePolicy, error) {
 			p.attempts, err = parseCount(v, 1, 10)
 		case routetag.OptMaxInflight:
 			p.maxInflight, err = parseCount(v, 1, 1<<20)
+		case routetag.OptMaxBody:
+			var n int
+			n, err = parseCount(v, 1, 1<<40)
+			p.maxBody = int64(n)
+		case routetag.OptWebSocket:
+			switch v {
+			case "on":
+				p.websocket = true
+			case "off":
+			default:
+				err = fmt.Errorf("want on or off")
+			}
 		case routetag.OptProto:
 			switch v {
 			case "http1":

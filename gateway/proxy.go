@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,8 @@ type ProxyOptions struct {
 	// TracerProvider and Propagator default to the OpenTelemetry globals.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
+	// AccessLog logs every request at info level (debug when false).
+	AccessLog bool
 }
 
 // Proxy is the public HTTP handler: it matches the request on the current
@@ -72,6 +75,7 @@ type Proxy struct {
 	h2c        http.RoundTripper
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
+	accessLog  bool
 }
 
 // NewProxy returns the public handler for gw.
@@ -99,6 +103,7 @@ func NewProxy(gw *Gateway, opts ProxyOptions) *Proxy {
 		h2c:        opts.H2CTransport,
 		tracer:     opts.TracerProvider.Tracer("github.com/hopgate/hopgate/gateway"),
 		propagator: opts.Propagator,
+		accessLog:  opts.AccessLog,
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
@@ -159,28 +164,48 @@ type exchange struct {
 	timedOut atomic.Bool // the route timeout fired before headers came
 	// stopTimer stops the route timeout once headers have arrived.
 	stopTimer func() bool
+	trusted   bool         // the peer is a trusted proxy
+	streamed  *attemptBody // the request body when it streams through
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	route := p.gw.Table().Match(r.Host, r.URL.Path)
-
-	ctx := p.propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	spanName := r.Method
-	if route != nil {
-		spanName = r.Method + " " + route.Name
-	}
-	ctx, span := p.tracer.Start(ctx, spanName,
-		trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(serverAttributes(r, route)...))
+	trusted := p.settings.trusted(r)
+	ctx, span := p.startServerSpan(r, trusted)
 	defer span.End()
 
+	// The edge: refuse what must never reach an instance, and route on the
+	// same normalised path the instance will see.
+	var route *Route
+	refusal, err := p.checkEdge(w, r)
+	if err == nil {
+		var routePath string
+		if routePath, err = p.normalizeRequest(r); err != nil {
+			refusal = http.StatusBadRequest
+		} else {
+			route = p.gw.Table().Match(r.Host, routePath)
+		}
+	}
+	span.SetName(spanName(r, route))
+	span.SetAttributes(serverAttributes(r, route)...)
+	if !trusted {
+		// Forwarding headers from an untrusted peer are replaced by the
+		// gateway's own (httputil.ReverseProxy does so for X-Forwarded-*).
+		r.Header.Del("Forwarded")
+		r.Header.Del("X-Real-Ip")
+	}
+	sanitizeConnection(r.Header)
+
 	rec := &statusRecorder{ResponseWriter: w}
-	ex := &exchange{route: route, span: span}
+	ex := &exchange{route: route, span: span, trusted: trusted}
 	switch {
+	case err != nil:
+		span.AddEvent("refused at the edge", trace.WithAttributes(attribute.String("hopgate.reason", err.Error())))
+		http.Error(rec, "hopgate: "+err.Error(), refusal)
 	case route == nil:
 		http.Error(rec, "hopgate: no route for "+r.Host+r.URL.Path, http.StatusNotFound)
 	default:
+		filterUpgrade(r.Header, route.policy.websocket)
 		p.serveRoute(rec, r.WithContext(ctx), ex)
 	}
 
@@ -197,7 +222,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if n := len(ex.tried); n > 0 {
 		args = append(args, "upstream", ex.tried[n-1].Addr)
 	}
-	p.log.Debug("request", append(args, telemetry.TraceArgs(ctx)...)...)
+	p.gw.metrics.observeRequest(ctx, route, r.Method, status, start)
+	p.logRequest(ctx, args)
 }
 
 // serveRoute applies the route's limits and timeout, then proxies.
@@ -228,7 +254,19 @@ func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, ex *exchange)
 		ex.stopTimer = timer.Stop
 		defer timer.Stop()
 	}
+	if max := route.policy.maxBody; max > 0 && r.Body != nil && r.Body != http.NoBody {
+		if r.ContentLength > max {
+			ex.span.AddEvent("request body too large")
+			http.Error(w, "hopgate: "+errBodyTooBig.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+	}
 	if err := p.bufferBody(r, ex); err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			http.Error(w, "hopgate: "+errBodyTooBig.Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
 		http.Error(w, "hopgate: reading request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -254,6 +292,55 @@ func (p *Proxy) bufferBody(r *http.Request, ex *exchange) error {
 	ex.body, ex.bodyOK = buf, true
 	r.Body = io.NopCloser(bytes.NewReader(buf))
 	return nil
+}
+
+// startServerSpan starts the gateway's server span. Only a trusted peer,
+// or a gateway told to continue callers' traces, chooses the trace; by
+// default the client's context becomes a link of a new trace, and its
+// trace headers and baggage go no further.
+func (p *Proxy) startServerSpan(r *http.Request, trusted bool) (context.Context, trace.Span) {
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	ctx := r.Context()
+	if trusted || p.settings.TraceContext == TraceContinue {
+		ctx = p.propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	} else {
+		if p.settings.TraceContext != TraceIgnore {
+			remote := trace.SpanContextFromContext(p.propagator.Extract(ctx, propagation.HeaderCarrier(r.Header)))
+			if remote.IsValid() {
+				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: remote}))
+			}
+		}
+		opts = append(opts, trace.WithNewRoot())
+		r.Header.Del("Traceparent")
+		r.Header.Del("Tracestate")
+		r.Header.Del("Baggage")
+	}
+	return p.tracer.Start(ctx, r.Method, opts...)
+}
+
+func spanName(r *http.Request, route *Route) string {
+	if route == nil {
+		return r.Method
+	}
+	return r.Method + " " + route.Name
+}
+
+// normalizeRequest rewrites the request's path to its normal form (see
+// normalizePath) and returns the path to route on.
+func (p *Proxy) normalizeRequest(r *http.Request) (string, error) {
+	escaped := r.URL.EscapedPath()
+	upstream, routePath, err := normalizePath(escaped)
+	if err != nil {
+		return "", err
+	}
+	if upstream != escaped {
+		u, err := url.PathUnescape(upstream)
+		if err != nil {
+			return "", errPathBadEscape
+		}
+		r.URL.Path, r.URL.RawPath = u, upstream
+	}
+	return routePath, nil
 }
 
 func serverAttributes(r *http.Request, route *Route) []attribute.KeyValue {
@@ -292,7 +379,28 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	if s := ex.route.Strip; s != "" {
 		pr.Out.URL.Path, pr.Out.URL.RawPath = stripPrefix(pr.Out.URL.Path, pr.Out.URL.RawPath, s)
 	}
-	pr.SetXForwarded()
+	if ex.trusted {
+		// A trusted proxy's chain is extended, its view of host and scheme
+		// kept (ReverseProxy removed them from Out before Rewrite).
+		for _, h := range []string{"X-Forwarded-For", "Forwarded"} {
+			if v := pr.In.Header.Values(h); len(v) > 0 {
+				pr.Out.Header[h] = v
+			}
+		}
+		pr.SetXForwarded()
+		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := pr.In.Header.Get(h); v != "" {
+				pr.Out.Header.Set(h, v)
+			}
+		}
+	} else {
+		pr.SetXForwarded()
+	}
+	if pr.Out.Header.Get("X-Real-Ip") == "" {
+		if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+			pr.Out.Header.Set("X-Real-Ip", host)
+		}
+	}
 	pr.Out.Host = pr.In.Host
 }
 
@@ -367,6 +475,7 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 	ex := req.Context().Value(ctxKey{}).(*exchange)
 	route := ex.route
 	streamed := &attemptBody{ReadCloser: req.Body} // for bodies not buffered
+	ex.streamed = streamed
 	// held is the last retryable answer (a 502/503/504), kept until a
 	// better one comes: if no instance is left to try, it is the client's.
 	var held *http.Response
@@ -387,8 +496,10 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		ex.tried = append(ex.tried, ep)
 		ex.attempts++
+		attemptStart := time.Now()
 		resp, err := p.attempt(req, ex, ep, streamed, reason)
 		reason = classify(resp, err)
+		p.gw.metrics.observeAttempt(req.Context(), route, ep, reason, attemptStart)
 		p.passiveHealth(req, ex, ep, reason)
 		if reason == succeeded || reason == answeredErr {
 			return resp, nil
@@ -405,6 +516,7 @@ func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
 				}
 				ex.lastErr = err
 				route.state.counts.Retries.Add(1)
+				p.gw.metrics.observeRetry(route, reason)
 				p.log.Debug("retrying on another instance", "route", route.Name,
 					"failed", ep.Addr, "reason", reason, "error", err)
 				if !sleepCtx(req.Context(), retryBackoff(ex.attempts)) {
@@ -624,6 +736,12 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, errInstanceOverloaded):
 		p.overloaded(w, r, ex, err)
 		return
+	case errors.As(err, new(*http.MaxBytesError)):
+		status = http.StatusRequestEntityTooLarge
+		msg = "hopgate: " + errBodyTooBig.Error()
+	case ex.streamed != nil && ex.streamed.bad.Load():
+		status = http.StatusBadRequest
+		msg = "hopgate: malformed request body"
 	case errors.Is(err, balance.ErrNoEndpoint):
 		status = http.StatusServiceUnavailable
 		msg = fmt.Sprintf("hopgate: route %s: no healthy instance of service %s", ex.route.Name, ex.route.Service)
@@ -706,11 +824,18 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 type attemptBody struct {
 	io.ReadCloser
 	read atomic.Bool // written by the transport's writer goroutine
+	// bad is set when the client's body itself was malformed (a broken
+	// chunk), so the answer is the client's fault, a 400.
+	bad atomic.Bool
 }
 
 func (b *attemptBody) Read(p []byte) (int, error) {
 	b.read.Store(true)
-	return b.ReadCloser.Read(p)
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && !errors.As(err, new(*http.MaxBytesError)) {
+		b.bad.Store(true)
+	}
+	return n, err
 }
 
 // Close does nothing: the real body is closed once, by httputil.ReverseProxy.

@@ -18,6 +18,7 @@ type routeState struct {
 	// lastBudgetLog rate-limits the budget-exhausted log line (unix nanos).
 	lastBudgetLog atomic.Int64
 	counts        routeCounts
+	metrics       *routeMetrics // nil without metrics
 }
 
 // routeCounts count what resilience did on a route, for /routes and

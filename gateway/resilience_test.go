@@ -324,7 +324,7 @@ func TestWebSocketUpgradeOutlivesTheTimeout(t *testing.T) {
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL)
 	port, _ := strconv.Atoi(u.Port())
-	h := newHarness(t, snapshot(&discovery.Service{Name: "ws", Instances: []discovery.Instance{instance("w", port, "/ timeout=100ms")}}))
+	h := newHarness(t, snapshot(&discovery.Service{Name: "ws", Instances: []discovery.Instance{instance("w", port, "/ timeout=100ms websocket=on")}}))
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(h.proxy.URL, "http://"))
 	if err != nil {

@@ -31,6 +31,9 @@ type Route struct {
 	policy routePolicy
 	picker balance.Picker
 	state  *routeState // outlives tables: in-flight count, retry budget, panic
+	// upstreams are the metric handles of each endpoint on this route;
+	// nil without metrics.
+	upstreams map[*balance.Endpoint]*upstreamMetrics
 }
 
 // Table is an immutable routing table. A new one is built for every
@@ -128,6 +131,7 @@ type tableBuilder struct {
 	tags     tagCache
 	stats    *balance.Registry        // per instance, across tables
 	states   map[routeKey]*routeState // per route, across tables
+	metrics  *Metrics                 // nil without metrics
 }
 
 // routeKey identifies a route across instances: the same host and prefix
@@ -199,8 +203,21 @@ func (b *tableBuilder) build(snap *discovery.Snapshot) *Table {
 		r.picker = balance.New(r.policy.balance, r.Endpoints, b.now)
 		if r.state = b.states[key]; r.state == nil {
 			r.state = newRouteState(b.settings)
+			if b.metrics != nil {
+				r.state.metrics = b.metrics.newRouteMetrics(r.Name)
+			}
 		}
 		states[key] = r.state
+		if rm := r.state.metrics; rm != nil {
+			r.upstreams = make(map[*balance.Endpoint]*upstreamMetrics, len(r.Endpoints))
+			keep := make(map[string]bool, len(r.Endpoints))
+			for _, ep := range r.Endpoints {
+				k := ep.Instance.Key()
+				keep[k] = true
+				r.upstreams[ep] = rm.upstream(k, ep)
+			}
+			rm.prune(keep)
+		}
 		t.routes = append(t.routes, r)
 		if key.host == "" {
 			t.anyHost[key.prefix] = r
@@ -212,6 +229,11 @@ func (b *tableBuilder) build(snap *discovery.Snapshot) *Table {
 			t.byHost[key.host] = m
 		}
 		m[key.prefix] = r
+	}
+	for key, st := range b.states {
+		if states[key] == nil && st.metrics != nil {
+			st.metrics.drop() // the route is gone, and its series with it
+		}
 	}
 	b.states = states
 	slices.SortFunc(t.routes, func(a, b *Route) int {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hopgate/hopgate/discovery"
@@ -179,4 +180,47 @@ func TestWarningInstancesOnlyWhenConfigured(t *testing.T) {
 	if r.Endpoints[1].Weight != 3 {
 		t.Errorf("warning weight = %d, want Consul's Weights.Warning 3", r.Endpoints[1].Weight)
 	}
+}
+
+// FuzzMatch compares the table's map walk with a plain scan for the
+// longest prefix on a segment boundary, host routes first.
+func FuzzMatch(f *testing.F) {
+	routes := []string{"/", "/api", "/api/v2", "/a/b/c", "shop.example/", "shop.example/cart", "api.example/v1"}
+	table := buildTable(f, snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("i", 1, routes...)}}))
+	for _, seed := range [][2]string{{"x", "/api/v2/x"}, {"SHOP.example:80", "/cart/"}, {"api.example", "/v1"}, {"h", ""}, {"h", "/apix"}} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, host, path string) {
+		if path != "" && path[0] != '/' {
+			return // the proxy routes only normalised, absolute paths
+		}
+		got := table.Match(host, path)
+		want := scanMatch(table.Routes(), canonicalHost(host), path)
+		if got != want {
+			t.Fatalf("Match(%q, %q) = %v, scan says %v", host, path, got, want)
+		}
+	})
+}
+
+func scanMatch(routes []*Route, host, path string) *Route {
+	if path == "" {
+		path = "/"
+	}
+	best := func(wantHost string) *Route {
+		var b *Route
+		for _, r := range routes {
+			p := r.PathPrefix
+			ok := r.Host == wantHost && (p == "/" || path == p || strings.HasPrefix(path, p+"/"))
+			if ok && (b == nil || len(p) > len(b.PathPrefix)) {
+				b = r
+			}
+		}
+		return b
+	}
+	if host != "" {
+		if r := best(host); r != nil {
+			return r
+		}
+	}
+	return best("")
 }

@@ -21,8 +21,9 @@ COPY hopgate /hopgate
 # nobody:nogroup; the gateway binds no privileged port.
 USER 65534:65534
 EXPOSE 8080 9901
-# The admin API must listen beyond loopback to be published; keep 9901
-# unpublished or bound to a private address in production.
+# The admin API must listen beyond loopback to be published, so the gateway
+# refuses to start without HOPGATE_ADMIN_TOKEN (docker run -e ...); keep
+# 9901 unpublished or bound to a private address in production.
 ENTRYPOINT ["/hopgate"]
 CMD ["-listen", ":8080", "-admin", "0.0.0.0:9901"]
 # No shell or curl in the image: the binary probes itself.

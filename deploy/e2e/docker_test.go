@@ -313,7 +313,7 @@ func startCompose(t *testing.T) *composeProject {
 		"CONSUL_IMAGE=" + consulImage, "JAEGER_IMAGE=" + jaegerImage,
 		"HOPGATE_PORT=" + strconv.Itoa(ports[0]), "HOPGATE_ADMIN_PORT=" + strconv.Itoa(ports[1]),
 		"CONSUL_PORT=" + strconv.Itoa(ports[2]), "JAEGER_UI_PORT=" + strconv.Itoa(ports[3]),
-		"HOPGATE_LOG_LEVEL=info",
+		"HOPGATE_LOG_LEVEL=info", "HOPGATE_ADMIN_TOKEN=" + composeAdminToken,
 	}
 	t.Cleanup(p.down)
 	p.compose("up", "-d", "--scale", "hello=3", "consul", "jaeger", "gateway", "hello")
@@ -413,7 +413,7 @@ func (p *composeProject) inspect(t *testing.T, id string) containerInfo {
 // gw is a view of the gateway for the helpers of stack_test.go.
 func (p *composeProject) gw(t *testing.T) *stack {
 	return &stack{t: t, public: p.public, admin: p.admin, hellos: map[string]*proc{},
-		client: &http.Client{Timeout: 10 * time.Second}}
+		client: &http.Client{Timeout: 10 * time.Second}, adminToken: composeAdminToken}
 }
 
 // composeRoutes is /routes with instance addresses.
@@ -432,9 +432,18 @@ type composeRoutes struct {
 	} `json:"routes"`
 }
 
+// composeAdminToken guards the gateway's admin API, which listens beyond
+// loopback inside its container.
+const composeAdminToken = "e2e-admin-token"
+
 func (p *composeProject) routes() (composeRoutes, error) {
 	var doc composeRoutes
-	resp, err := http.Get("http://" + p.admin + "/routes")
+	req, err := http.NewRequest("GET", "http://"+p.admin+"/routes", nil)
+	if err != nil {
+		return doc, err
+	}
+	req.Header.Set("Authorization", "Bearer "+composeAdminToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return doc, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -310,6 +311,10 @@ func TestGatewayBadFlagsExit2WithOneLine(t *testing.T) {
 		{args: []string{"-lb", "fastest"}, want: `invalid value "fastest" for flag -lb`},
 		{args: []string{"-outlier-max-share", "2"}, want: "-outlier-max-share"},
 		{args: []string{"-tls-cert", "c.pem"}, want: "-tls-cert and -tls-key"},
+		{args: []string{"-admin", "0.0.0.0:19901", "-listen", "127.0.0.1:0"}, want: "-admin-token"},
+		{args: []string{"-admin", "127.0.0.1:18080", "-listen", ":18080"}, want: "must not share a port"},
+		{args: []string{"-trusted-proxies", "10.0.0.0/8,nonsense"}, want: `"nonsense" is not a CIDR`},
+		{args: []string{"-trace-context", "trust-me"}, want: "-trace-context"},
 		{args: []string{"-log-format", "xml"}, want: "-log-format"},
 		{args: []string{"stray"}, want: `unexpected argument "stray"`},
 		{env: []string{"CONSUL_HTTP_ADDR=localhost:notaport"}, want: "CONSUL_HTTP_ADDR"},
@@ -318,10 +323,11 @@ func TestGatewayBadFlagsExit2WithOneLine(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(append(tc.env, tc.args...), " "), func(t *testing.T) {
-			cmd := exec.Command(filepath.Join(binDir, "hopgate"), append(tc.args, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0")...)
-			if len(tc.args) > 0 && tc.args[0] == "-listen" {
-				cmd.Args = append([]string{cmd.Path}, tc.args...)
+			args := tc.args
+			if !slices.Contains(args, "-listen") && !slices.Contains(args, "-admin") {
+				args = append(args, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0")
 			}
+			cmd := exec.Command(filepath.Join(binDir, "hopgate"), args...)
 			cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, tc.env...)
 			out, err := cmd.CombinedOutput()
 			ee, ok := err.(*exec.ExitError)

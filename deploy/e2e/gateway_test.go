@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -154,4 +155,59 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+func TestAdminTokenOffLoopback(t *testing.T) {
+	s := newStack(t, false)
+	ports := consultest.FreePorts(t, 2)
+	s.public = "127.0.0.1:" + strconv.Itoa(ports[0])
+	s.admin = "127.0.0.1:" + strconv.Itoa(ports[1])
+	// Bound to every interface, the admin API demands its token.
+	s.gateway = startProc(t, "gateway", filepath.Join(binDir, "hopgate"),
+		append(s.env("hopgate"), "HOPGATE_ADMIN_TOKEN=sesame"),
+		"-listen", s.public, "-admin", "0.0.0.0:"+strconv.Itoa(ports[1]))
+	consultest.Eventually(t, 20*time.Second, "admin /readyz answers without a token", func() error {
+		resp, err := http.Get("http://" + s.admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/healthz", "", 200},
+		{"/routes", "", 401},
+		{"/routes", "Bearer wrong", 401},
+		{"/routes", "Bearer sesame", 200},
+		{"/metrics", "", 401},
+		{"/", "", 401},
+		{"/routes", "Basic " + base64.StdEncoding.EncodeToString([]byte("me:sesame")), 200},
+		{"/routes", "Basic " + base64.StdEncoding.EncodeToString([]byte("me:wrong")), 401},
+	} {
+		req, _ := http.NewRequest("GET", "http://"+s.admin+tc.path, nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET %s with %q: %d, want %d", tc.path, tc.auth, resp.StatusCode, tc.want)
+		}
+	}
+	// And the public listener never serves the admin API.
+	if resp, err := http.Get("http://" + s.public + "/routes"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("public /routes = %d, want 404 (no route)", resp.StatusCode)
+		}
+	}
 }

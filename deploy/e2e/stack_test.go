@@ -121,6 +121,8 @@ type stack struct {
 	hellos  map[string]*proc
 	n       int
 	client  *http.Client
+	// adminToken is sent to the admin API when the gateway requires one.
+	adminToken string
 }
 
 func newStack(t *testing.T, withJaeger bool) *stack {
@@ -166,7 +168,14 @@ func (s *stack) startHello(extra ...string) string {
 // routes reads the gateway's /routes document.
 func (s *stack) routes() (routesDoc, error) {
 	var doc routesDoc
-	resp, err := s.client.Get("http://" + s.admin + "/routes")
+	req, err := http.NewRequest("GET", "http://"+s.admin+"/routes", nil)
+	if err != nil {
+		return doc, err
+	}
+	if s.adminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+s.adminToken)
+	}
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return doc, err
 	}

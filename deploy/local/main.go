@@ -51,6 +51,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	color := colorWanted(stdout)
 	out := &syncWriter{w: stdout}
 	s, err := build(cfg, os.Environ(), out, color)
+	if s != nil {
+		s.statusTerminal = isTerminal(os.Stdout) && stdout == io.Writer(os.Stdout)
+	}
 	if err == nil {
 		err = checkPorts(s.portChecks())
 	}
@@ -81,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		select {
 		case sig := <-sigs:
 			cancel()
+			out.stopStatus()
 			s.logf("%v: stopping everything (send it again to kill everything at once)", sig)
 			force := make(chan struct{})
 			go func() {

@@ -97,12 +97,22 @@ func (p *proc) commandLine() string {
 type syncWriter struct {
 	mu sync.Mutex
 	w  io.Writer
+	// status is the live status line drawn below the output, if any
+	// (status.go); statusOff once it was removed for good.
+	status    []byte
+	statusOff bool
 }
 
 func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.w.Write(p)
+	if len(s.status) == 0 {
+		return s.w.Write(p)
+	}
+	_, _ = s.w.Write([]byte("\r\x1b[K"))
+	n, err := s.w.Write(p)
+	_, _ = s.w.Write(s.status)
+	return n, err
 }
 
 // maxLine is where a line without a newline is cut and written anyway, so a

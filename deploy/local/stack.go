@@ -33,6 +33,10 @@ type stack struct {
 	jaegerPorts jaegerPorts
 
 	exited chan *proc // every started child, once, when it exits
+
+	// statusTerminal: the live status line is redrawn in place (stdout is
+	// a terminal) rather than printed as occasional full lines.
+	statusTerminal bool
 }
 
 // build finds the binaries, settles the ports and prepares the children; it
@@ -118,8 +122,12 @@ func build(cfg *config, environ []string, out *syncWriter, color bool) (*stack, 
 			}),
 			out: lw("jaeger", "\x1b[33m")}
 	}
+	gatewayArgs := []string{"-listen", cfg.gatewayListen, "-admin", cfg.admin}
+	if jaegerBin != "" { // the dashboard reads recent traces from Jaeger's query API
+		gatewayArgs = append(gatewayArgs, "-jaeger-query", fmt.Sprintf("http://127.0.0.1:%d", cfg.jaegerPort))
+	}
 	s.gateway = &proc{name: "gateway", path: gatewayBin,
-		args: []string{"-listen", cfg.gatewayListen, "-admin", cfg.admin},
+		args: gatewayArgs,
 		env:  childEnv(environ, otel("hopgate")), out: lw("gateway", "\x1b[36m")}
 	for i := 1; i <= cfg.hellos; i++ {
 		s.hellos = append(s.hellos, &proc{name: helloName(i), path: helloBin,
@@ -400,6 +408,7 @@ func (s *stack) waitReady(ctx context.Context) {
 		}
 		if missing == "" {
 			s.banner()
+			s.liveStatus(ctx, s.statusTerminal)
 			return
 		}
 		now := time.Now()
@@ -456,7 +465,9 @@ func (s *stack) banner() {
 	var b strings.Builder
 	fmt.Fprintln(&b, title)
 	fmt.Fprintf(&b, "  %-15s%-*s(try: curl %s/)\n", "gateway", max(30, len(gwURL)+2), gwURL, gw)
+	fmt.Fprintf(&b, "  %-15shttp://%s/\n", "dashboard", s.adminAddr())
 	fmt.Fprintf(&b, "  %-15shttp://%s/routes\n", "admin", s.adminAddr())
+	fmt.Fprintf(&b, "  %-15shttp://%s/metrics\n", "metrics", s.adminAddr())
 	fmt.Fprintf(&b, "  %-15shttp://127.0.0.1:%d/ui/\n", "consul ui", s.cfg.consulPort)
 	fmt.Fprintf(&b, "  %-15s%s\n", "jaeger query", jaeger)
 	fmt.Fprintln(&b, "Ctrl-C stops everything.")

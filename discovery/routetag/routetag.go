@@ -47,6 +47,10 @@ const (
 	OptConnectTimeout = "connect_timeout"
 	// OptIdleTimeout cuts a response that sends nothing for that long.
 	OptIdleTimeout = "idle_timeout"
+	// OptMaxBody caps request bodies in bytes (413 over it).
+	OptMaxBody = "max_body"
+	// OptWebSocket lets WebSocket upgrades through (on/off, default off).
+	OptWebSocket = "websocket"
 	// OptProto is the protocol spoken to the instances: http1 (default)
 	// or h2c (HTTP/2 without TLS, e.g. gRPC servers).
 	OptProto = "proto"
@@ -56,7 +60,7 @@ const (
 var knownOptions = map[string]bool{
 	OptStrip: true, OptLB: true, OptTimeout: true, OptTryTimeout: true,
 	OptAttempts: true, OptMaxInflight: true, OptSlowStart: true, OptProto: true,
-	OptConnectTimeout: true, OptIdleTimeout: true,
+	OptConnectTimeout: true, OptIdleTimeout: true, OptMaxBody: true, OptWebSocket: true,
 }
 
 // Route is one parsed route tag.

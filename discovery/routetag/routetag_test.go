@@ -93,3 +93,28 @@ func TestValuesAndHasRoute(t *testing.T) {
 		t.Error("HasRoute on tags without a route tag = true")
 	}
 }
+
+// FuzzParse checks that any accepted tag is in normal form: a clean
+// absolute prefix, a lower-case host, and a String that parses back to the
+// same route.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"/", "/api strip=/api", "Example.COM/v1 lb=hash:header:X", "[::1]/", "/a/../b", "h/ x=y", "/%2f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, value string) {
+		r, _, err := Parse(value)
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(r.PathPrefix, "/") || (len(r.PathPrefix) > 1 && strings.HasSuffix(r.PathPrefix, "/")) {
+			t.Fatalf("%q: prefix %q not in normal form", value, r.PathPrefix)
+		}
+		if r.Host != strings.ToLower(r.Host) {
+			t.Fatalf("%q: host %q not lower-case", value, r.Host)
+		}
+		again, _, err := Parse(r.String())
+		if err != nil || again.String() != r.String() {
+			t.Fatalf("%q -> %q -> %q, %v: not stable", value, r.String(), again.String(), err)
+		}
+	})
+}

@@ -272,9 +272,13 @@ type info struct {
 // newHandler serves the hello answer on every path but /healthz, inside an
 // OpenTelemetry server span that continues the caller's trace (traceparent,
 // read by the global propagator). Health checks leave no spans. Each answer
-// is logged at debug level with its trace and span IDs.
+// is logged at debug level with its trace and span IDs. GET /metrics serves
+// the request metrics (Prometheus, OpenMetrics with trace-ID exemplars).
 func newHandler(in info, f faults, log hclog.Logger) http.Handler {
 	mux := http.NewServeMux()
+	metrics := telemetry.NewHTTPMetrics(name)
+	mux.Handle("GET /metrics", metrics.Handler())
+	internal := func(r *http.Request) bool { return r.URL.Path == "/healthz" || r.URL.Path == "/metrics" }
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
@@ -306,8 +310,8 @@ func newHandler(in info, f faults, log hclog.Logger) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "Hello from "+in.Instance+"\n")
 	})
-	return otelhttp.NewHandler(mux, name,
-		otelhttp.WithFilter(func(r *http.Request) bool { return r.URL.Path != "/healthz" }),
+	return otelhttp.NewHandler(metrics.Wrap(mux, internal), name,
+		otelhttp.WithFilter(func(r *http.Request) bool { return !internal(r) }),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 			if r.Pattern != "" {
 				return r.Pattern

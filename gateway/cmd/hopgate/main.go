@@ -61,6 +61,7 @@ type config struct {
 	shutdown time.Duration
 	settings gateway.Settings
 	server   *serverFlags
+	observe  *observeFlags
 	logs     *telemetry.LogFlags
 }
 
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on shutdown, after the drain")
 	settings := registerSettings(fs)
 	c.server = registerServer(fs)
+	c.observe = registerObserve(fs)
 	var err error
 	if c.logs, err = telemetry.RegisterLogFlags(fs); err != nil {
 		return nil, usageError{err}
@@ -97,7 +99,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.settings, err = settings.settings(); err != nil {
 		return nil, usageError{err}
 	}
-	if err := c.server.validate(); err != nil {
+	if err := c.observe.validate(); err != nil {
+		return nil, usageError{err}
+	}
+	if err := c.server.validate(c.listen, c.admin); err != nil {
 		return nil, usageError{err}
 	}
 	if c.shutdown <= 0 {
@@ -151,19 +156,18 @@ func run(args []string, stderr io.Writer) error {
 		Logger:  log.Named("discovery"),
 		Publish: gw.Apply,
 	})
-	public := &http.Server{
-		Handler:           gateway.NewProxy(gw, gateway.ProxyOptions{Logger: log.Named("proxy")}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
-	}
+	public := gateway.NewPublicServer(
+		gateway.NewProxy(gw, gateway.ProxyOptions{Logger: log.Named("proxy"), AccessLog: c.observe.accessLog}),
+		c.server.ss)
+	public.ErrorLog = log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})
+	publicLn = gateway.EdgeListener(publicLn, c.server.maxConns, c.server.ss.MaxHeaderBytes)
 	if c.server.h2c {
 		public.Protocols = new(http.Protocols)
 		public.Protocols.SetHTTP1(true)
 		public.Protocols.SetUnencryptedHTTP2(true)
 	}
 	admin := &http.Server{
-		Handler:           gateway.NewAdmin(gw, gateway.AdminOptions{Discovery: watcher.Status}),
+		Handler:           gateway.NewAdmin(gw, gateway.AdminOptions{Discovery: watcher.Status, JaegerQuery: c.observe.jaegerQuery, JaegerUI: c.observe.jaegerUI, Token: c.server.adminToken}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 

@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/hopgate/hopgate/discovery"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// BenchmarkProxy is one proxied GET through the whole handler (edge
+// checks, routing, picking, the upstream transport over loopback, the
+// response copy), with tracing and metrics off and on. Its allocs/op is the
+// figure the README quotes for the hot path.
+func BenchmarkProxy(b *testing.B) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "Hello from bench")
+	}))
+	defer backend.Close()
+	port := backend.Listener.Addr().(*net.TCPAddr).Port
+	snap := snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("b", port, "/")}})
+	for _, tc := range []struct {
+		name      string
+		opts      ProxyOptions
+		noMetrics bool
+	}{
+		{"tracing=off,metrics=off", ProxyOptions{TracerProvider: noop.NewTracerProvider(), Propagator: propagation.TraceContext{}}, true},
+		{"tracing=off,metrics=on", ProxyOptions{TracerProvider: noop.NewTracerProvider(), Propagator: propagation.TraceContext{}}, false},
+		{"tracing=on,metrics=on", ProxyOptions{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tracetest.NewSpanRecorder())),
+			Propagator: propagation.TraceContext{}}, false},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			gw := New(Options{NoMetrics: tc.noMetrics})
+			gw.Apply(snap)
+			p := NewProxy(gw, tc.opts)
+			req := httptest.NewRequest("GET", "http://site/hello", nil)
+			req.RemoteAddr = "127.0.0.1:40000"
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				p.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("status %d", w.Code)
+				}
+			}
+		})
+	}
+}

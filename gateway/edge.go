@@ -1,0 +1,293 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/netutil"
+)
+
+// Trace-context trust at the edge (Settings.TraceContext).
+const (
+	// TraceLink starts a new trace for every request and keeps the
+	// client's trace context only as a span link: an outside caller cannot
+	// choose trace ids or sampling inside the gateway's traces.
+	TraceLink = "link"
+	// TraceContinue continues the client's trace, for gateways behind
+	// callers that are themselves trusted.
+	TraceContinue = "continue"
+	// TraceIgnore starts a new trace and keeps nothing of the client's.
+	TraceIgnore = "ignore"
+)
+
+// protectedHeaders may never be dropped because a client names them in
+// Connection: they carry what the gateway sets (forwarding, tracing) or what
+// the backend must see (credentials, framing).
+var protectedHeaders = map[string]bool{
+	"Authorization":     true,
+	"Content-Length":    true,
+	"Content-Type":      true,
+	"Cookie":            true,
+	"Forwarded":         true,
+	"Host":              true,
+	"Traceparent":       true,
+	"Tracestate":        true,
+	"X-Forwarded-For":   true,
+	"X-Forwarded-Host":  true,
+	"X-Forwarded-Proto": true,
+	"X-Real-Ip":         true,
+}
+
+// sanitizeConnection removes protected header names from the Connection
+// header, so that httputil.ReverseProxy's hop-by-hop removal cannot be
+// turned against the gateway (a client listing X-Forwarded-For there would
+// otherwise delete it... after the gateway has chosen not to trust it).
+func sanitizeConnection(h http.Header) {
+	values := h["Connection"]
+	if len(values) == 0 {
+		return
+	}
+	var kept []string
+	changed := false
+	for _, v := range values {
+		for _, tok := range strings.Split(v, ",") {
+			tok = strings.TrimSpace(tok)
+			if tok == "" {
+				continue
+			}
+			if protectedHeaders[http.CanonicalHeaderKey(tok)] {
+				changed = true
+				continue
+			}
+			kept = append(kept, tok)
+		}
+	}
+	if !changed {
+		return
+	}
+	if len(kept) == 0 {
+		h.Del("Connection")
+		return
+	}
+	h["Connection"] = []string{strings.Join(kept, ", ")}
+}
+
+// filterUpgrade lets an Upgrade through only for WebSocket on a route that
+// allows it. Anything else (h2c above all, which Go's ReverseProxy would
+// forward) is removed and the request goes on as a plain one.
+func filterUpgrade(h http.Header, allowWebSocket bool) {
+	h.Del("Http2-Settings")
+	up := h.Get("Upgrade")
+	if up == "" {
+		return
+	}
+	if allowWebSocket && strings.EqualFold(strings.TrimSpace(up), "websocket") {
+		return
+	}
+	h.Del("Upgrade")
+	var kept []string
+	for _, v := range h["Connection"] {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !strings.EqualFold(tok, "upgrade") {
+				kept = append(kept, tok)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		h.Del("Connection")
+	} else {
+		h["Connection"] = []string{strings.Join(kept, ", ")}
+	}
+}
+
+// trusted reports whether the peer of r is a configured trusted proxy,
+// whose forwarding and trace headers are believed.
+func (s *Settings) trusted(r *http.Request) bool {
+	if len(s.TrustedProxies) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range s.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// connKey finds the edge connection of a request in its context.
+type connKey struct{}
+
+// edgeConn watches a client connection: it counts its requests and keeps
+// the last bytes read so the request head can be checked for what Go's
+// server normalises away (a Content-Length beside Transfer-Encoding).
+type edgeConn struct {
+	net.Conn
+	requests atomic.Int64
+	mu       sync.Mutex
+	tail     []byte
+	limit    int
+}
+
+func (c *edgeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.mu.Lock()
+		c.tail = append(c.tail, p[:n]...)
+		if over := len(c.tail) - c.limit; over > 0 {
+			c.tail = append(c.tail[:0], c.tail[over:]...)
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// headHas reports whether the raw head of the request whose request line
+// is line (the newest one read) carries a header named name.
+func (c *edgeConn) headHas(line, name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := bytes.LastIndex(c.tail, []byte(line))
+	if i < 0 {
+		return false
+	}
+	head := c.tail[i:]
+	if end := bytes.Index(head, []byte("\r\n\r\n")); end >= 0 {
+		head = head[:end]
+	}
+	for _, l := range bytes.Split(head, []byte("\r\n"))[1:] {
+		if k, _, ok := bytes.Cut(l, []byte(":")); ok && strings.EqualFold(strings.TrimSpace(string(k)), name) {
+			return true
+		}
+	}
+	return false
+}
+
+type edgeListener struct {
+	net.Listener
+	limit int
+}
+
+func (l edgeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &edgeConn{Conn: c, limit: l.limit}, nil
+}
+
+// EdgeListener wraps the public listener: at most maxConns connections at
+// once (0: no cap; the rest wait in the kernel's backlog), each watched so
+// the proxy can refuse smuggling attempts and count requests per
+// connection. headerBytes is the server's MaxHeaderBytes: enough of each
+// connection's recent input is kept to find a request head.
+func EdgeListener(ln net.Listener, maxConns, headerBytes int) net.Listener {
+	if maxConns > 0 {
+		ln = netutil.LimitListener(ln, maxConns)
+	}
+	return edgeListener{Listener: ln, limit: headerBytes + 8<<10}
+}
+
+// EdgeConnContext is the http.Server ConnContext that makes the edge
+// connection available to the proxy.
+func EdgeConnContext(ctx context.Context, c net.Conn) context.Context {
+	if ec, ok := c.(*edgeConn); ok {
+		return context.WithValue(ctx, connKey{}, ec)
+	}
+	return ctx
+}
+
+var (
+	errSmuggling  = errors.New("both Content-Length and Transfer-Encoding: refused (RFC 9112, 6.3)")
+	errConnect    = errors.New("CONNECT is not proxied")
+	errOpaqueURL  = errors.New("opaque request target")
+	errBodyTooBig = errors.New("request body larger than the route allows")
+)
+
+// checkEdge refuses what must never reach an instance, before routing. It
+// returns the status and error to answer with, or 0.
+func (p *Proxy) checkEdge(w http.ResponseWriter, r *http.Request) (int, error) {
+	switch {
+	case r.Method == http.MethodConnect:
+		return http.StatusMethodNotAllowed, errConnect
+	case r.URL.Opaque != "":
+		return http.StatusBadRequest, errOpaqueURL
+	}
+	ec, _ := r.Context().Value(connKey{}).(*edgeConn)
+	if ec == nil {
+		return 0, nil
+	}
+	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+		// Go's server drops a Content-Length sent beside Transfer-Encoding
+		// and carries on; RFC 9112 says such a request may be refused and
+		// its connection must be closed: a front proxy that framed it by
+		// Content-Length would see another request in its body.
+		line := r.Method + " " + r.RequestURI + " " + r.Proto + "\r\n"
+		if ec.headHas(line, "Content-Length") {
+			w.Header().Set("Connection", "close")
+			return http.StatusBadRequest, errSmuggling
+		}
+		w.Header().Set("Connection", "close") // chunked uploads close anyway: nothing to confuse later
+	}
+	if max := p.settings.MaxRequestsPerConn; max > 0 && ec.requests.Add(1) >= int64(max) {
+		w.Header().Set("Connection", "close")
+	}
+	return 0, nil
+}
+
+// ServerSettings shape the public HTTP server against slow and oversized
+// clients.
+type ServerSettings struct {
+	// HeaderTimeout closes a connection whose request head has not arrived
+	// in full (slowloris).
+	HeaderTimeout time.Duration
+	// BodyTimeout bounds reading a request body; 0 means no bound.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection left unused.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps a request head: 431 over it.
+	MaxHeaderBytes int
+}
+
+// DefaultServerSettings are the defaults of the gateway's flags.
+var DefaultServerSettings = ServerSettings{
+	HeaderTimeout:  10 * time.Second,
+	BodyTimeout:    60 * time.Second,
+	IdleTimeout:    120 * time.Second,
+	MaxHeaderBytes: 32 << 10,
+}
+
+// NewPublicServer returns the public server for the proxy. Serve it on an
+// EdgeListener with the same MaxHeaderBytes.
+func NewPublicServer(h http.Handler, ss ServerSettings) *http.Server {
+	if ss.BodyTimeout > 0 {
+		inner := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Body != nil && r.Body != http.NoBody {
+				// A slow body is cut at the deadline; the server resets
+				// deadlines before reading the next request.
+				_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(ss.BodyTimeout))
+			}
+			inner.ServeHTTP(w, r)
+		})
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ss.HeaderTimeout,
+		IdleTimeout:       ss.IdleTimeout,
+		MaxHeaderBytes:    ss.MaxHeaderBytes,
+		ConnContext:       EdgeConnContext,
+	}
+}
