@@ -53,7 +53,6 @@ import (
 
 	"github.com/hopgate/hopgate/backend"
 	"github.com/hopgate/hopgate/discovery"
-	"github.com/hopgate/hopgate/discovery/routetag"
 	"github.com/hopgate/hopgate/telemetry"
 )
 
@@ -72,11 +71,8 @@ const (
 
 // config is the parsed command line.
 type config struct {
-	service      string
+	*backend.InstanceFlags
 	port         int
-	routes       []string
-	advertise    string
-	id           string
 	checkPath    string
 	drain        time.Duration
 	killTimeout  time.Duration
@@ -118,7 +114,7 @@ func parseFlags(args []string) (*config, *flag.FlagSet, error) {
 		return nil, fs, err
 	}
 	cfg.log = lf
-	fs.StringVar(&cfg.service, "service", "", "Consul service `name` (required)")
+	cfg.InstanceFlags = backend.RegisterInstanceFlags(fs, "")
 	fs.Func("port", "the `port` the command listens on (required); registered, and probed before registering", func(s string) error {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 65535 {
@@ -127,16 +123,6 @@ func parseFlags(args []string) (*config, *flag.FlagSet, error) {
 		cfg.port = n
 		return nil
 	})
-	var routes []string
-	fs.Func("route", "route `value` registered as the tag gateway.route=<value>, [host]/path-prefix[ key=value...] (default \"/\"; repeatable)", func(s string) error {
-		if _, _, err := routetag.Parse(s); err != nil {
-			return err
-		}
-		routes = append(routes, s)
-		return nil
-	})
-	fs.StringVar(&cfg.advertise, "advertise", "", "`address` (IP or host name, no port) registered for the gateway to dial (default: the local address of the route toward the Consul agent)")
-	fs.StringVar(&cfg.id, "id", "", "instance `id` (default <service>-<hostname>-<port>-<random>)")
 	fs.StringVar(&cfg.checkPath, "check-path", "", "HTTP `path` that answers 2xx when healthy: the readiness probe and the Consul check become HTTP GETs of it (default: none, the port accepting TCP connections is enough)")
 	duration := func(dst *time.Duration, positive bool) func(string) error {
 		return func(s string) error {
@@ -165,32 +151,15 @@ func parseFlags(args []string) (*config, *flag.FlagSet, error) {
 	if len(cfg.command) == 0 || cfg.command[0] == "" {
 		return nil, fs, errors.New("no command to run: want hopgate join [flags] -- command [args...]")
 	}
-	if cfg.service == "" {
-		return nil, fs, errors.New("-service is required: the Consul service name to register")
-	}
-	if err := backend.ValidateServiceName(cfg.service); err != nil {
-		return nil, fs, fmt.Errorf("invalid value %q for flag -service: %v", cfg.service, err)
+	if err := cfg.Check(); err != nil {
+		return nil, fs, err
 	}
 	if cfg.port == 0 {
 		return nil, fs, errors.New("-port is required: the port the command listens on")
 	}
-	if cfg.id != "" {
-		if err := backend.ValidateID(cfg.id); err != nil {
-			return nil, fs, fmt.Errorf("invalid value %q for flag -id: %v", cfg.id, err)
-		}
-	}
-	if cfg.advertise != "" {
-		if err := backend.ValidateAddress(cfg.advertise); err != nil {
-			return nil, fs, fmt.Errorf("invalid value %q for flag -advertise: %v", cfg.advertise, err)
-		}
-	}
 	if cfg.checkPath != "" && (!strings.HasPrefix(cfg.checkPath, "/") || strings.ContainsFunc(cfg.checkPath, func(r rune) bool { return r <= ' ' || r == 0x7f })) {
 		return nil, fs, fmt.Errorf("invalid value %q for flag -check-path: want an absolute path without spaces, e.g. /healthz", cfg.checkPath)
 	}
-	if len(routes) == 0 {
-		routes = []string{"/"}
-	}
-	cfg.routes = routes
 	return cfg, fs, nil
 }
 
@@ -226,18 +195,18 @@ func run(cfg *config, consul *api.Config, signals <-chan os.Signal, stdin io.Rea
 		log: telemetry.NewLogger(LoggerName, cfg.log, stderr)}
 
 	reg, err := backend.NewRegistrar(consul, backend.Registration{
-		Service:   cfg.service,
-		ID:        cfg.id,
-		Address:   cfg.advertise,
+		Service:   cfg.Service,
+		ID:        cfg.ID,
+		Address:   cfg.Advertise,
 		Port:      cfg.port,
-		Routes:    cfg.routes,
+		Routes:    cfg.Routes,
 		CheckPath: cfg.checkPath,
 		CheckTCP:  cfg.checkPath == "",
 	}, j.log)
 	if err != nil {
 		return j.fail(2, err.Error())
 	}
-	target := net.JoinHostPort(probeHost(cfg.advertise, consul), strconv.Itoa(cfg.port))
+	target := net.JoinHostPort(probeHost(cfg.Advertise, consul), strconv.Itoa(cfg.port))
 
 	cmd := exec.Command(cfg.command[0], cfg.command[1:]...)
 	if err := cmd.Err; err != nil {
@@ -261,7 +230,7 @@ func run(cfg *config, consul *api.Config, signals <-chan os.Signal, stdin io.Rea
 	}
 	j.child = newChild(cmd)
 	j.log.Info("started", "command", strings.Join(cfg.command, " "), "pid", cmd.Process.Pid,
-		"service", cfg.service, "id", reg.ID(), "port", cfg.port)
+		"service", cfg.Service, "id", reg.ID(), "port", cfg.port)
 
 	// 1. Wait for the port.
 	p := &prober{target: target, path: cfg.checkPath}

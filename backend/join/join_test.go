@@ -206,8 +206,8 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.service != "tornado" || cfg.port != 8000 || len(cfg.routes) != 2 || cfg.routes[1] != "api.example.com/v1 strip=/v1" ||
-		cfg.advertise != "10.0.0.5" || cfg.id != "tornado-1" || cfg.checkPath != "/healthz" || cfg.drain != time.Second ||
+	if cfg.Service != "tornado" || cfg.port != 8000 || len(cfg.Routes) != 2 || cfg.Routes[1] != "api.example.com/v1 strip=/v1" ||
+		cfg.Advertise != "10.0.0.5" || cfg.ID != "tornado-1" || cfg.checkPath != "/healthz" || cfg.drain != time.Second ||
 		cfg.killTimeout != 2*time.Second || cfg.startTimeout != 3*time.Second {
 		t.Errorf("config = %+v", cfg)
 	}
@@ -219,7 +219,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.routes) != 1 || cfg.routes[0] != "/" || cfg.drain != DefaultDrain || cfg.killTimeout != DefaultKillTimeout ||
+	if len(cfg.Routes) != 1 || cfg.Routes[0] != "/" || cfg.drain != DefaultDrain || cfg.killTimeout != DefaultKillTimeout ||
 		cfg.startTimeout != DefaultStartTimeout || cfg.checkPath != "" || strings.Join(cfg.command, " ") != "sh -c x" {
 		t.Errorf("defaults: %+v", cfg)
 	}

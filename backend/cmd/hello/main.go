@@ -33,7 +33,6 @@ import (
 
 	"github.com/hopgate/hopgate/backend"
 	"github.com/hopgate/hopgate/discovery"
-	"github.com/hopgate/hopgate/discovery/routetag"
 	"github.com/hopgate/hopgate/telemetry"
 )
 
@@ -55,15 +54,12 @@ func main() {
 
 // config is the parsed command line.
 type config struct {
-	listen    string
-	service   string
-	routes    []string
-	advertise string
-	id        string
-	drain     time.Duration
-	version   string
-	faults    faults
-	log       *telemetry.LogFlags
+	*backend.InstanceFlags
+	listen  string
+	drain   time.Duration
+	version string
+	faults  faults
+	log     *telemetry.LogFlags
 }
 
 // faults make a hello misbehave on purpose, for resilience tests and demos
@@ -100,11 +96,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	reg, err := backend.NewRegistrar(consul, backend.Registration{
-		Service: cfg.service,
-		ID:      cfg.id,
-		Address: cfg.advertise,
+		Service: cfg.Service,
+		ID:      cfg.ID,
+		Address: cfg.Advertise,
 		Port:    ln.Addr().(*net.TCPAddr).Port,
-		Routes:  cfg.routes,
+		Routes:  cfg.Routes,
 		Meta:    map[string]string{backend.MetaVersion: cfg.version},
 	}, log)
 	if err != nil {
@@ -114,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// After NewRegistrar: the instance id needs the port.
 	shutdownTelemetry, err := telemetry.Setup(ctx, telemetry.Options{
-		ServiceName: cfg.service, InstanceID: reg.ID(), Version: cfg.version})
+		ServiceName: cfg.Service, InstanceID: reg.ID(), Version: cfg.version})
 	if err != nil {
 		_ = ln.Close()
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
@@ -128,18 +124,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
-	advertise := cfg.advertise
+	advertise := cfg.Advertise
 	if advertise == "" {
 		advertise = "auto (detected toward the Consul agent at each registration)"
 	}
 	log.Info("listening", "listen", ln.Addr().String(), "advertise", advertise, "id", reg.ID(),
-		"service", cfg.service, "routes", strings.Join(cfg.routes, ", "), "version", cfg.version,
+		"service", cfg.Service, "routes", strings.Join(cfg.Routes, ", "), "version", cfg.version,
 		"consul", consul.Address)
 
 	srv := &http.Server{
 		Handler: newHandler(info{
 			Instance: reg.ID(),
-			Service:  cfg.service,
+			Service:  cfg.Service,
 			Version:  cfg.version,
 		}, cfg.faults, log),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -176,17 +172,7 @@ func parseFlags(args []string) (*config, *flag.FlagSet, error) {
 		cfg.listen = s
 		return nil
 	})
-	fs.StringVar(&cfg.service, "service", "hello", "Consul service `name`")
-	var routes []string
-	fs.Func("route", "route `value` registered as the tag gateway.route=<value>, [host]/path-prefix[ key=value...] (default \"/\"; repeatable)", func(s string) error {
-		if _, _, err := routetag.Parse(s); err != nil {
-			return err
-		}
-		routes = append(routes, s)
-		return nil
-	})
-	fs.StringVar(&cfg.advertise, "advertise", "", "`address` (IP or host name, no port) registered for the gateway to dial (default: the local address of the route toward the Consul agent)")
-	fs.StringVar(&cfg.id, "id", "", "instance `id` (default <service>-<hostname>-<port>-<random>)")
+	cfg.InstanceFlags = backend.RegisterInstanceFlags(fs, "hello")
 	cfg.drain = 3 * time.Second
 	fs.Func("drain", "`duration` to keep answering after deregistering on SIGTERM/SIGINT, while gateways converge (default 3s)", func(s string) error {
 		d, err := time.ParseDuration(s)
@@ -223,26 +209,9 @@ func parseFlags(args []string) (*config, *flag.FlagSet, error) {
 	if fs.NArg() > 0 {
 		return nil, fs, fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))
 	}
-	if err := backend.ValidateServiceName(cfg.service); err != nil {
-		return nil, fs, fmt.Errorf("invalid value %q for flag -service: %v", cfg.service, err)
+	if err := cfg.Check(); err != nil {
+		return nil, fs, err
 	}
-	if cfg.id != "" {
-		if err := backend.ValidateID(cfg.id); err != nil {
-			return nil, fs, fmt.Errorf("invalid value %q for flag -id: %v", cfg.id, err)
-		}
-	}
-	if cfg.advertise != "" {
-		if err := backend.ValidateAddress(cfg.advertise); err != nil {
-			return nil, fs, fmt.Errorf("invalid value %q for flag -advertise: %v", cfg.advertise, err)
-		}
-	}
-	if cfg.version == "" || strings.ContainsFunc(cfg.version, func(r rune) bool { return r < ' ' || r == 0x7f }) || len(cfg.version) > 512 {
-		return nil, fs, fmt.Errorf("invalid value %q for flag -version: want a non-empty printable string of at most 512 bytes", cfg.version)
-	}
-	if len(routes) == 0 {
-		routes = []string{"/"}
-	}
-	cfg.routes = routes
 	return cfg, fs, nil
 }
 

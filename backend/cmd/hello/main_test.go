@@ -148,7 +148,7 @@ func TestBadFlagsAndConfig(t *testing.T) {
 		{[]string{"-route", "/ok", "-route", "/a/../b"}, nil, `invalid value "/a/../b" for flag -route`},
 		{[]string{"-drain", "soon"}, nil, `invalid value "soon" for flag -drain: want a duration`},
 		{[]string{"-drain", "-1s"}, nil, `invalid value "-1s" for flag -drain: must not be negative`},
-		{[]string{"-service", ""}, nil, `invalid value "" for flag -service`},
+		{[]string{"-service", ""}, nil, `-service is required`},
 		{[]string{"-id", "a b"}, nil, `invalid value "a b" for flag -id`},
 		{[]string{"-advertise", "10.0.0.1:80"}, nil, `invalid value "10.0.0.1:80" for flag -advertise`},
 		{[]string{"-log-format", "xml"}, nil, `invalid value "xml" for flag -log-format: want text or json`},
