@@ -712,10 +712,13 @@ func TestCompose(t *testing.T) {
 		t.Logf("killed instance left the rotation after %v", time.Since(start).Round(100*time.Millisecond))
 		l.waitAnswers(t, 200)
 		l.stop()
-		// Not asserted: a killed container's address may blackhole rather
-		// than refuse until the check fails; those requests wait out the
-		// gateway's dial timeout and are retried, or fail.
+		// Every request is an idempotent GET: one cut by the kill is
+		// retried on another hello, one sent to the dead address (refused,
+		// or blackholed until the 2 s connect timeout) too.
 		t.Logf("%d of %d requests failed around the kill: %v", l.fail.Load(), l.fail.Load()+l.ok.Load(), l.failures)
+		if f := l.fail.Load(); f != 0 {
+			t.Errorf("%d idempotent requests failed around docker kill, want 0: %v", f, l.failures)
+		}
 	})
 	if !ok {
 		return
