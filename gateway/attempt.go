@@ -1,0 +1,355 @@
+package gateway
+
+// The attempt loop: picking an instance, sending one try, classifying what
+// came back, passive health, and when to try again.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/hopgate/hopgate/gateway/balance"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.23.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// outcome classifies one attempt for retries and passive health.
+type outcome int
+
+const (
+	succeeded    outcome = iota
+	notConnected         // the instance was never reached: safe to retry anything
+	failedSent           // the instance may have seen the request
+	answered5xx          // 502, 503 or 504: retryable when idempotent
+	answeredErr          // another 5xx: counts against the instance, not retried
+)
+
+func (o outcome) String() string {
+	switch o {
+	case notConnected:
+		return "connect_failure"
+	case failedSent:
+		return "reset"
+	case answered5xx:
+		return "status_5xx"
+	}
+	return ""
+}
+
+func classify(resp *http.Response, err error) outcome {
+	switch {
+	case err != nil && isDialError(err):
+		return notConnected
+	case err != nil:
+		return failedSent
+	case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable ||
+		resp.StatusCode == http.StatusGatewayTimeout:
+		return answered5xx
+	case resp.StatusCode >= 500:
+		return answeredErr
+	}
+	return succeeded
+}
+
+// roundTrip sends the request to an instance picked by the route's policy
+// and retries when that is safe: a connection that could not be made is
+// retried on another instance for any method (nothing reached it); a reset
+// or a 502/503/504 only for idempotent requests whose body could be
+// replayed. Every retry spends the route's retry budget and waits a
+// jittered backoff. Each attempt is a client span, a child of the gateway's
+// server span.
+func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
+	ex := req.Context().Value(ctxKey{}).(*exchange)
+	route := ex.route
+	streamed := &attemptBody{ReadCloser: req.Body} // for bodies not buffered
+	ex.streamed = streamed
+	// held is the last retryable answer (a 502/503/504), kept until a
+	// better one comes: if no instance is left to try, it is the client's.
+	var held *http.Response
+	defer func() { release(held) }()
+	var reason outcome
+	for {
+		ep, err := p.pick(req, ex)
+		if err != nil {
+			if held != nil {
+				resp := held
+				held = nil
+				return resp, nil
+			}
+			if ex.lastErr != nil {
+				return nil, ex.lastErr // every instance failed: report the real cause
+			}
+			return nil, err
+		}
+		ex.tried = append(ex.tried, ep)
+		ex.attempts++
+		attemptStart := time.Now()
+		resp, err := p.attempt(req, ex, ep, streamed, reason)
+		reason = classify(resp, err)
+		p.gw.metrics.observeAttempt(req.Context(), route, ep, reason, attemptStart)
+		p.passiveHealth(req, ex, ep, reason)
+		if reason == succeeded || reason == answeredErr {
+			return resp, nil
+		}
+		retryable := reason == notConnected && !streamed.read.Load() ||
+			ex.bodyOK && isIdempotent(req)
+		if retryable && ex.attempts < route.policy.attempts && req.Context().Err() == nil {
+			now := p.gw.now()
+			if route.state.budget.allowRetry(now) {
+				if resp != nil {
+					release(held)
+					held = resp
+					err = fmt.Errorf("instance %s answered %s", ep.Addr, resp.Status)
+				}
+				ex.lastErr = err
+				route.state.counts.Retries.Add(1)
+				p.gw.metrics.observeRetry(route, reason)
+				p.log.Debug("retrying on another instance", "route", route.Name,
+					"failed", ep.Addr, "reason", reason, "error", err)
+				if !sleepCtx(req.Context(), retryBackoff(ex.attempts)) {
+					return nil, p.ctxErr(req, ex)
+				}
+				continue
+			}
+			p.budgetExhausted(ex, now)
+		}
+		// No retry: the last answer, 5xx or not, is the client's.
+		switch {
+		case err == nil:
+			return resp, nil
+		case held != nil && req.Context().Err() == nil:
+			resp := held // an earlier 5xx says more than this attempt's error
+			held = nil
+			return resp, nil
+		case req.Context().Err() != nil:
+			return nil, p.ctxErr(req, ex)
+		}
+		return nil, err
+	}
+}
+
+// release frees a response that will not be used, leaving its connection
+// reusable when the rest of the body is short.
+func release(resp *http.Response) {
+	if resp != nil {
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		resp.Body.Close()
+	}
+}
+
+// pick chooses the instance for the next attempt: never one this request
+// already tried, never an ejected one unless the route is in panic mode,
+// never one at its concurrency limit.
+func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error) {
+	route := ex.route
+	now := p.gw.now()
+	panicking := route.state.panic.Load()
+	limit := int64(p.settings.MaxInflightPerInstance)
+	var atLimit bool
+	skip := func(ep *balance.Endpoint) bool {
+		if containsEndpoint(ex.tried, ep) || (!panicking && ep.Stats.Ejected(now)) {
+			return true
+		}
+		if limit > 0 && ep.Stats.Inflight() >= limit {
+			atLimit = true
+			return true
+		}
+		return false
+	}
+	ep, err := route.picker.Pick(req, skip)
+	if panicking && ex.attempts == 0 {
+		ex.span.SetAttributes(attrPanic.Bool(true))
+		ex.span.AddEvent("panic mode: ejections ignored")
+	}
+	if err != nil && atLimit {
+		return nil, errInstanceOverloaded
+	}
+	return ep, err
+}
+
+// attempt sends one try to ep.
+func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome) (*http.Response, error) {
+	inst := ep.Instance
+	attrs := []attribute.KeyValue{
+		semconv.HTTPRequestMethodKey.String(req.Method),
+		semconv.ServerAddress(inst.Address),
+		semconv.ServerPort(inst.Port),
+		semconv.URLFull("http://" + ep.Addr + req.URL.RequestURI()),
+		attrService.String(ex.route.Service),
+		attrInstanceID.String(inst.ID),
+		attrNode.String(inst.Node),
+		attrAttempt.Int(ex.attempts),
+	}
+	if ex.attempts > 1 {
+		attrs = append(attrs, semconv.HTTPRequestResendCount(ex.attempts-1), attrRetry.String(why.String()))
+	}
+	ctx, span := p.tracer.Start(req.Context(), req.Method,
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+
+	// The try timeout bounds the wait for headers, like the route timeout.
+	ctx, cancel := context.WithCancel(ctx)
+	var tryTimedOut atomic.Bool
+	timer := time.AfterFunc(ex.route.policy.tryTimeout, func() { tryTimedOut.Store(true); cancel() })
+	if isUpgrade(req) {
+		timer.Stop()
+	}
+
+	out := req.WithContext(context.WithValue(ctx, connectTimeoutKey{}, ex.route.policy.connect))
+	u := *req.URL
+	u.Host = ep.Addr
+	out.URL = &u
+	switch {
+	case ex.body != nil:
+		out.Body = io.NopCloser(bytes.NewReader(ex.body))
+	case req.Body != nil:
+		out.Body = streamed
+	}
+	// The header map is shared by all attempts; each injection replaces the
+	// previous attempt's traceparent with this attempt's span.
+	p.propagator.Inject(ctx, propagation.HeaderCarrier(out.Header))
+
+	transport := p.transport
+	if ex.route.policy.h2c {
+		transport = p.h2c
+	}
+	start := time.Now()
+	ep.Stats.Begin()
+	resp, err := transport.RoundTrip(out)
+	timer.Stop()
+	if err != nil {
+		if tryTimedOut.Load() && req.Context().Err() == nil {
+			err = fmt.Errorf("%w: no answer from %s within %v", errTimeout, ep.Addr, ex.route.policy.tryTimeout)
+		}
+		ep.Stats.End(time.Since(start), 0, true)
+		cancel()
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
+		span.End()
+		return nil, err
+	}
+	rtt := time.Since(start)
+	span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
+	if resp.StatusCode >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
+	}
+	if ex.stopTimer != nil {
+		ex.stopTimer() // headers are here: the body may stream as long as it flows
+	}
+	// The span, the in-flight count and the attempt's context end when the
+	// body has been copied to the client, so they cover the whole exchange.
+	// An upgraded connection (101) keeps its body as the tunnel:
+	// ReverseProxy needs its Write method, so it is not wrapped.
+	done := func() {
+		ep.Stats.End(rtt, resp.StatusCode, false)
+		span.End()
+		cancel()
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		ep.Stats.End(rtt, resp.StatusCode, false)
+		span.End()
+		return resp, nil
+	}
+	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+	if idle := ex.route.policy.idle; idle > 0 {
+		resp.Body = newIdleBody(resp.Body, idle, cancel)
+	}
+	return resp, nil
+}
+
+// passiveHealth feeds one attempt's outcome to outlier detection.
+func (p *Proxy) passiveHealth(req *http.Request, ex *exchange, ep *balance.Endpoint, o outcome) {
+	cfg := p.settings.Outlier
+	now := p.gw.now()
+	switch {
+	case o == succeeded:
+		ep.Stats.RecordSuccess(now, cfg)
+		return
+	case req.Context().Err() != nil && !ex.timedOut.Load():
+		return // the client left: not the instance's fault
+	}
+	if !ep.Stats.RecordFailure(cfg) {
+		return
+	}
+	route := ex.route
+	ejected := len(route.Endpoints) - healthy(route.Endpoints, now)
+	if float64(ejected+1) > cfg.MaxEjectedShare*float64(len(route.Endpoints)) {
+		p.log.Debug("not ejecting: the route is at its ejection cap", "route", route.Name,
+			"instance", ep.Instance.ID, "ejected", ejected, "routable", len(route.Endpoints))
+		return
+	}
+	d := ep.Stats.Eject(now, cfg)
+	route.state.counts.Ejections.Add(1)
+	ex.span.AddEvent("instance ejected", trace.WithAttributes(
+		attrInstanceID.String(ep.Instance.ID), attribute.String("hopgate.ejection.duration", d.String())))
+	p.log.Warn("instance ejected after consecutive failures", "route", route.Name,
+		"instance", ep.Instance.ID, "address", ep.Addr, "for", d, "failures", cfg.Consecutive)
+	if changed, panicking := route.updatePanic(now, p.settings.PanicThreshold); changed {
+		p.gw.logPanic(route, panicking, now)
+	}
+}
+
+func (p *Proxy) budgetExhausted(ex *exchange, now time.Time) {
+	ex.span.AddEvent("retry budget exhausted")
+	ex.route.state.counts.BudgetExhausted.Add(1)
+	last := ex.route.state.lastBudgetLog.Load()
+	if now.UnixNano()-last > int64(time.Second) && ex.route.state.lastBudgetLog.CompareAndSwap(last, now.UnixNano()) {
+		p.log.Warn("retry budget exhausted: not retrying", "route", ex.route.Name,
+			"budget", p.settings.RetryBudget, "floor_per_second", p.settings.RetryFloor)
+	}
+}
+
+// ctxErr names why the request context ended: the route timeout, or the
+// client going away.
+func (p *Proxy) ctxErr(req *http.Request, ex *exchange) error {
+	if ex.timedOut.Load() {
+		return fmt.Errorf("%w: no answer within the route timeout of %v", errTimeout, ex.route.policy.timeout)
+	}
+	return req.Context().Err()
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func errorType(err error) string {
+	switch {
+	case isDialError(err):
+		return "connect_failure"
+	case errors.Is(err, errTimeout):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "transport"
+}
+
+func containsEndpoint(eps []*balance.Endpoint, ep *balance.Endpoint) bool {
+	for _, e := range eps {
+		if e == ep {
+			return true
+		}
+	}
+	return false
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

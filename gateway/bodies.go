@@ -1,0 +1,106 @@
+package gateway
+
+// Bodies and writers that wrap a request or response for one purpose each.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// attemptBody lets a streamed request body serve several attempts: the
+// transport closes a body when an attempt fails, but a failed dial read
+// nothing, so the body is still whole for the next instance. read records
+// whether that is still true.
+type attemptBody struct {
+	io.ReadCloser
+	read atomic.Bool // written by the transport's writer goroutine
+	// bad is set when the client's body itself was malformed (a broken
+	// chunk), so the answer is the client's fault, a 400.
+	bad atomic.Bool
+}
+
+func (b *attemptBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && !errors.As(err, new(*http.MaxBytesError)) {
+		b.bad.Store(true)
+	}
+	return n, err
+}
+
+// Close does nothing: the real body is closed once, by httputil.ReverseProxy.
+func (b *attemptBody) Close() error { return nil }
+
+// idleBody cancels the attempt when no byte of the body arrives for the
+// idle timeout: a stalled instance must not hold the client forever, while
+// a stream that keeps flowing lives as long as it likes.
+type idleBody struct {
+	io.ReadCloser
+	timer *time.Timer
+	idle  time.Duration
+}
+
+func newIdleBody(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) *idleBody {
+	return &idleBody{ReadCloser: rc, idle: idle, timer: time.AfterFunc(idle, cancel)}
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.idle)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
+}
+
+// doneBody runs done once when the response body is closed.
+type doneBody struct {
+	io.ReadCloser
+	done func()
+	once sync.Once
+}
+
+func (b *doneBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
+}
+
+// statusRecorder remembers the status code for the span and the access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 && code >= 200 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack underneath.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusRecorder) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}
