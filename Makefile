@@ -18,7 +18,7 @@ CONSUL_BIN ?= $(or $(shell command -v consul),$(BIN)/consul)
 JAEGER_BIN ?= $(or $(shell command -v jaeger),$(BIN)/jaeger)
 export CONSUL_BIN JAEGER_BIN
 
-.PHONY: all build tools run test test-e2e loadtest fuzz vet clean help images images-offline test-docker
+.PHONY: all build tools run test test-e2e loadtest fuzz vet clean help images images-offline test-docker bench bench-go
 
 all: build
 
@@ -29,6 +29,8 @@ help:
 	@echo "make tools  build bin/consul and bin/jaeger from source (minutes, once)"
 	@echo "make images build the hopgate and hello Docker images ($(HOPGATE_IMAGE), $(HELLO_IMAGE))"
 	@echo "make images-offline  build stand-ins for the Consul and Jaeger images from bin/ (no registry needed)"
+	@echo "make bench  hopgate beside haproxy and nginx under wrk (installs them with apt-get when missing; ~3 min)"
+	@echo "make bench-go  the Go micro-benchmarks of the gateway and the balancers"
 
 build: $(BIN)/hopgate $(BIN)/hello
 
@@ -132,6 +134,21 @@ images-offline: tools
 # Only the Docker and compose tests (they build their own images).
 test-docker: tools
 	$(GO) test -count=1 -timeout 10m -v -run 'Docker|Compose|Remote' ./deploy/e2e/
+
+# Side by side with haproxy and nginx (deploy/bench): the same two upstreams,
+# wrk in interleaved rounds, the proxies' CPU per request from /proc. A
+# benchmark, not a test; flags through BENCH_ARGS, e.g. BENCH_ARGS='-rounds 5
+# -workers 1'. The traced row needs a Jaeger binary; it is skipped without.
+BENCH_ARGS ?=
+bench: $(BIN)/hopgate $(CONSUL_BIN)
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hopgate-bench ./deploy/bench
+	$(BIN)/hopgate-bench -bin $(BIN) -consul $(CONSUL_BIN) $$(test -x $(JAEGER_BIN) && echo -jaeger $(JAEGER_BIN)) $(BENCH_ARGS)
+
+# The Go micro-benchmarks, a fixed number of iterations to stay short.
+BENCHTIME ?= 2000x
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./gateway/ ./gateway/balance/
 
 clean:
 	rm -rf $(BIN)
