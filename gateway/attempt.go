@@ -178,22 +178,23 @@ func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error)
 
 // attempt sends one try to ep.
 func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome) (*http.Response, error) {
-	inst := ep.Instance
-	attrs := []attribute.KeyValue{
-		semconv.HTTPRequestMethodKey.String(req.Method),
-		semconv.ServerAddress(inst.Address),
-		semconv.ServerPort(inst.Port),
-		semconv.URLFull("http://" + ep.Addr + req.URL.RequestURI()),
-		attrService.String(ex.route.Service),
-		attrInstanceID.String(inst.ID),
-		attrNode.String(inst.Node),
-		attrAttempt.Int(ex.attempts),
+	ctx, span := p.tracer.Start(req.Context(), req.Method, trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		// Attributes cost allocations: only for spans that go somewhere.
+		inst := ep.Instance
+		span.SetAttributes(
+			semconv.HTTPRequestMethodKey.String(req.Method),
+			semconv.ServerAddress(inst.Address),
+			semconv.ServerPort(inst.Port),
+			semconv.URLFull("http://"+ep.Addr+req.URL.RequestURI()),
+			attrService.String(ex.route.Service),
+			attrInstanceID.String(inst.ID),
+			attrNode.String(inst.Node),
+			attrAttempt.Int(ex.attempts))
+		if ex.attempts > 1 {
+			span.SetAttributes(semconv.HTTPRequestResendCount(ex.attempts-1), attrRetry.String(why.String()))
+		}
 	}
-	if ex.attempts > 1 {
-		attrs = append(attrs, semconv.HTTPRequestResendCount(ex.attempts-1), attrRetry.String(why.String()))
-	}
-	ctx, span := p.tracer.Start(req.Context(), req.Method,
-		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 
 	// The try timeout bounds the wait for headers, like the route timeout.
 	ctx, cancel := context.WithCancel(ctx)

@@ -186,8 +186,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			route = p.gw.Table().Match(r.Host, routePath)
 		}
 	}
-	span.SetName(spanName(r, route))
-	span.SetAttributes(serverAttributes(r, route)...)
+	if span.IsRecording() {
+		// Attributes cost allocations: only for spans that go somewhere.
+		span.SetName(spanName(r, route))
+		span.SetAttributes(serverAttributes(r, route)...)
+	}
 	if !trusted {
 		// Forwarding headers from an untrusted peer are replaced by the
 		// gateway's own (httputil.ReverseProxy does so for X-Forwarded-*).
