@@ -139,6 +139,9 @@ type edgeConn struct {
 	mu       sync.Mutex
 	tail     []byte
 	limit    int
+	// pos is where in tail the next request head can start: just past the
+	// last head found, so pipelined requests are matched in order.
+	pos int
 }
 
 func (c *edgeConn) Read(p []byte) (int, error) {
@@ -148,6 +151,7 @@ func (c *edgeConn) Read(p []byte) (int, error) {
 		c.tail = append(c.tail, p[:n]...)
 		if over := len(c.tail) - c.limit; over > 0 {
 			c.tail = append(c.tail[:0], c.tail[over:]...)
+			c.pos = max(0, c.pos-over)
 		}
 		c.mu.Unlock()
 	}
@@ -155,17 +159,19 @@ func (c *edgeConn) Read(p []byte) (int, error) {
 }
 
 // headHas reports whether the raw head of the request whose request line
-// is line (the newest one read) carries a header named name.
+// is line (the first such head after the previous one found) carries a
+// header named name.
 func (c *edgeConn) headHas(line, name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i := bytes.LastIndex(c.tail, []byte(line))
+	i := bytes.Index(c.tail[c.pos:], []byte(line))
 	if i < 0 {
 		return false
 	}
-	head := c.tail[i:]
+	head := c.tail[c.pos+i:]
 	if end := bytes.Index(head, []byte("\r\n\r\n")); end >= 0 {
 		head = head[:end]
+		c.pos += i + end
 	}
 	for _, l := range bytes.Split(head, []byte("\r\n"))[1:] {
 		if k, _, ok := bytes.Cut(l, []byte(":")); ok && strings.EqualFold(strings.TrimSpace(string(k)), name) {
@@ -229,17 +235,22 @@ func (p *Proxy) checkEdge(w http.ResponseWriter, r *http.Request) (int, error) {
 	if ec == nil {
 		return 0, nil
 	}
-	if len(r.TransferEncoding) > 0 && r.ProtoMajor == 1 {
+	if r.ProtoMajor == 1 {
 		// Go's server drops a Content-Length sent beside Transfer-Encoding
 		// and carries on; RFC 9112 says such a request may be refused and
 		// its connection must be closed: a front proxy that framed it by
-		// Content-Length would see another request in its body.
+		// Content-Length would see another request in its body. Every
+		// head is looked up, so pipelined requests are matched in order.
 		line := r.Method + " " + r.RequestURI + " " + r.Proto + "\r\n"
-		if ec.headHas(line, "Content-Length") {
+		hasCL := ec.headHas(line, "Content-Length")
+		if len(r.TransferEncoding) > 0 {
+			// Chunked uploads close their connection either way: nothing
+			// left on it to confuse later.
 			w.Header().Set("Connection", "close")
-			return http.StatusBadRequest, errSmuggling
+			if hasCL {
+				return http.StatusBadRequest, errSmuggling
+			}
 		}
-		w.Header().Set("Connection", "close") // chunked uploads close anyway: nothing to confuse later
 	}
 	if max := p.settings.MaxRequestsPerConn; max > 0 && ec.requests.Add(1) >= int64(max) {
 		w.Header().Set("Connection", "close")

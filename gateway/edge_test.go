@@ -396,3 +396,26 @@ func TestEdgeLimits(t *testing.T) {
 		}
 	})
 }
+
+func TestEdgeSmugglingPipelinedHeadsMatchInOrder(t *testing.T) {
+	rec := newRecorder(t)
+	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
+	// The same request line twice: a plain POST, then one with both
+	// framings. The second must be judged by its own head.
+	resps := h.raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na"+
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	if len(resps) != 2 || resps[0].StatusCode != 200 || resps[1].StatusCode != 400 {
+		var codes []int
+		for _, r := range resps {
+			codes = append(codes, r.StatusCode)
+		}
+		t.Errorf("answers %v, want 200 then 400", codes)
+	}
+	// Both framings first, then the same line with one: the first head is
+	// the one judged, not the last one read.
+	resps = h.raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	if len(resps) != 1 || resps[0].StatusCode != 400 {
+		t.Errorf("%d answers (first %v), want one 400", len(resps), resps)
+	}
+}
