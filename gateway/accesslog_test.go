@@ -15,7 +15,7 @@ import (
 )
 
 func TestAccessLogJSON(t *testing.T) {
-	good := newBackend(t, "good")
+	good := newTestBackend(t, "good")
 	gw := New(Options{Settings: roundRobinSettings()})
 	gw.Apply(snapshot(&discovery.Service{Name: "web", Instances: []discovery.Instance{good.instance("/")}}))
 	for _, on := range []bool{true, false} {

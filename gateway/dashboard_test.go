@@ -42,7 +42,7 @@ func TestDashboardPageAndAssets(t *testing.T) {
 }
 
 func TestDashboardDocument(t *testing.T) {
-	good1, good2 := newBackend(t, "g1"), newBackend(t, "g2")
+	good1, good2 := newTestBackend(t, "g1"), newTestBackend(t, "g2")
 	h := newHarness(t, snapshot(&discovery.Service{Name: "web", Unroutable: 1,
 		Instances: []discovery.Instance{good1.instance("/"), good2.instance("/")}}))
 	contact := time.Now().Add(-3 * time.Second)

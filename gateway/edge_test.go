@@ -2,13 +2,11 @@ package gateway
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,56 +73,12 @@ func (h *edgeHarness) raw(t *testing.T, payload string) []*http.Response {
 	}
 }
 
-// recorder is a backend that records every request it gets.
-type recorder struct {
-	srv  *http.Server
-	addr string
-	mu   sync.Mutex
-	reqs []*http.Request
-}
-
-func newRecorder(t *testing.T) *recorder {
-	rec := &recorder{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.addr = ln.Addr().String()
-	rec.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec.mu.Lock()
-		rec.reqs = append(rec.reqs, r)
-		rec.mu.Unlock()
-		_, _ = io.Copy(io.Discard, r.Body)
-		fmt.Fprintf(w, "path=%s", r.URL.EscapedPath())
-	})}
-	go rec.srv.Serve(ln)
-	t.Cleanup(func() { rec.srv.Close() })
-	return rec
-}
-
-func (rec *recorder) instance(id string, routes ...string) discovery.Instance {
-	ap := netip.MustParseAddrPort(rec.addr)
-	return instance(id, int(ap.Port()), routes...)
-}
-
-func (rec *recorder) count() int {
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	return len(rec.reqs)
-}
-
-func (rec *recorder) last() *http.Request {
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	return rec.reqs[len(rec.reqs)-1]
-}
-
-func edgeSnapshot(rec *recorder, routes ...string) *discovery.Snapshot {
-	return snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{rec.instance("app-1", routes...)}})
+func edgeSnapshot(rec *testBackend, routes ...string) *discovery.Snapshot {
+	return snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{rec.instance(routes...)}})
 }
 
 func TestEdgeHeaders(t *testing.T) {
-	rec := newRecorder(t)
+	rec := newTestBackend(t, "app-1")
 	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
 
 	// A client naming the gateway's and the backend's headers in
@@ -160,7 +114,7 @@ func TestEdgeHeaders(t *testing.T) {
 }
 
 func TestEdgeTrustedProxyKeepsForwarding(t *testing.T) {
-	rec := newRecorder(t)
+	rec := newTestBackend(t, "app-1")
 	settings := roundRobinSettings()
 	settings.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), settings, DefaultServerSettings)
@@ -182,7 +136,7 @@ func TestEdgeTraceContextModes(t *testing.T) {
 	const clientTrace = "0af7651916cd43dd8448eb211c80319c"
 	for _, mode := range []string{TraceLink, TraceContinue, TraceIgnore} {
 		t.Run(mode, func(t *testing.T) {
-			rec := newRecorder(t)
+			rec := newTestBackend(t, "app-1")
 			settings := roundRobinSettings()
 			settings.TraceContext = mode
 			h := newEdgeHarness(t, edgeSnapshot(rec, "/"), settings, DefaultServerSettings)
@@ -217,7 +171,7 @@ func TestEdgeTraceContextModes(t *testing.T) {
 		})
 	}
 	// Malformed or oversized trace headers are ignored; the request is served.
-	rec := newRecorder(t)
+	rec := newTestBackend(t, "app-1")
 	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
 	for _, bad := range []string{"zz-nonsense", "00-" + strings.Repeat("a", 4000) + "-01"} {
 		if resps := h.raw(t, "GET / HTTP/1.1\r\nHost: x\r\ntraceparent: "+bad+"\r\n\r\n"); len(resps) != 1 || resps[0].StatusCode != 200 {
@@ -227,7 +181,7 @@ func TestEdgeTraceContextModes(t *testing.T) {
 }
 
 func TestEdgeUpgradeOnlyWebSocketWhereAllowed(t *testing.T) {
-	rec := newRecorder(t)
+	rec := newTestBackend(t, "app-1")
 	h := newEdgeHarness(t, edgeSnapshot(rec, "/plain", "/ws websocket=on"), roundRobinSettings(), DefaultServerSettings)
 	h.raw(t, "GET /plain HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	if u := rec.last().Header.Get("Upgrade"); u != "" {
@@ -244,10 +198,10 @@ func TestEdgeUpgradeOnlyWebSocketWhereAllowed(t *testing.T) {
 }
 
 func TestEdgeTargetsAndPaths(t *testing.T) {
-	admin, public := newRecorder(t), newRecorder(t)
+	admin, public := newTestBackend(t, "a"), newTestBackend(t, "p")
 	snap := snapshot(
-		&discovery.Service{Name: "admin", Instances: []discovery.Instance{admin.instance("a", "/admin")}},
-		&discovery.Service{Name: "public", Instances: []discovery.Instance{public.instance("p", "/public", "shop.example/")}},
+		&discovery.Service{Name: "admin", Instances: []discovery.Instance{admin.instance("/admin")}},
+		&discovery.Service{Name: "public", Instances: []discovery.Instance{public.instance("/public", "shop.example/")}},
 	)
 	h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings)
 	status := func(payload string) int {
@@ -260,7 +214,7 @@ func TestEdgeTargetsAndPaths(t *testing.T) {
 	for _, tc := range []struct {
 		name, payload string
 		status        int
-		backend       *recorder
+		backend       *testBackend
 		path          string
 	}{
 		{"dot segments reach only what the plain path reaches", "GET /public/../admin/x HTTP/1.1\r\nHost: h\r\n\r\n", 200, admin, "/admin/x"},
@@ -295,7 +249,7 @@ func TestEdgeTargetsAndPaths(t *testing.T) {
 }
 
 func TestEdgeSmuggling(t *testing.T) {
-	rec := newRecorder(t)
+	rec := newTestBackend(t, "app-1")
 	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
 	for _, tc := range []struct{ name, payload string }{
 		{"Content-Length with Transfer-Encoding", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"},
@@ -342,7 +296,7 @@ func TestEdgeSmuggling(t *testing.T) {
 }
 
 func TestEdgeLimits(t *testing.T) {
-	rec := newRecorder(t)
+	rec := newTestBackend(t, "app-1")
 	ss := DefaultServerSettings
 	ss.HeaderTimeout = 300 * time.Millisecond
 	ss.BodyTimeout = 300 * time.Millisecond
@@ -398,7 +352,7 @@ func TestEdgeLimits(t *testing.T) {
 }
 
 func TestEdgeSmugglingPipelinedHeadsMatchInOrder(t *testing.T) {
-	rec := newRecorder(t)
+	rec := newTestBackend(t, "app-1")
 	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
 	// The same request line twice: a plain POST, then one with both
 	// framings. The second must be judged by its own head.

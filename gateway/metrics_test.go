@@ -66,7 +66,7 @@ func grepLines(body, sub string) string {
 }
 
 func TestMetricsRecordRequestsAttemptsAndRetries(t *testing.T) {
-	good := newBackend(t, "good")
+	good := newTestBackend(t, "good")
 	dead := deadInstance(t, "dead", "/")
 	snap := snapshot(&discovery.Service{Name: "web", Instances: []discovery.Instance{dead, good.instance("/")}})
 	snap.Built = time.Now().Add(-5 * time.Millisecond)
@@ -145,7 +145,7 @@ func TestMetricsRecordRequestsAttemptsAndRetries(t *testing.T) {
 }
 
 func TestMetricsEjectionsAndInstanceLeaving(t *testing.T) {
-	a, b, c := newScripted(t, "a"), newScripted(t, "b"), newScripted(t, "c")
+	a, b, c := newTestBackend(t, "a"), newTestBackend(t, "b"), newTestBackend(t, "c")
 	a.status.Store(500)
 	settings := roundRobinSettings()
 	settings.Outlier.Consecutive = 2
@@ -176,7 +176,7 @@ func TestMetricsEjectionsAndInstanceLeaving(t *testing.T) {
 }
 
 func TestMetricsExemplarsCarryTraceIDs(t *testing.T) {
-	good := newBackend(t, "good")
+	good := newTestBackend(t, "good")
 	gw := New(Options{Settings: roundRobinSettings()})
 	gw.Apply(snapshot(&discovery.Service{Name: "web", Instances: []discovery.Instance{good.instance("/")}}))
 	tp := sdktrace.NewTracerProvider()

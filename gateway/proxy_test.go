@@ -5,11 +5,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,45 +18,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 )
-
-// backend is a real HTTP server standing in for one service instance. It
-// answers with its name and records what it received.
-type backend struct {
-	name string
-	srv  *httptest.Server
-	mu   sync.Mutex
-	reqs []*http.Request
-	body []string
-}
-
-func newBackend(t *testing.T, name string) *backend {
-	b := &backend{name: name}
-	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		b.mu.Lock()
-		b.reqs = append(b.reqs, r)
-		b.body = append(b.body, string(body))
-		b.mu.Unlock()
-		_, _ = io.WriteString(w, "Hello from "+name)
-	}))
-	t.Cleanup(b.srv.Close)
-	return b
-}
-
-func (b *backend) instance(routes ...string) discovery.Instance {
-	u, _ := url.Parse(b.srv.URL)
-	port, _ := strconv.Atoi(u.Port())
-	return instance(b.name, port, routes...)
-}
-
-func (b *backend) last() *http.Request {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.reqs) == 0 {
-		return nil
-	}
-	return b.reqs[len(b.reqs)-1]
-}
 
 // deadInstance is an instance whose port refuses connections.
 func deadInstance(t *testing.T, id string, routes ...string) discovery.Instance {
@@ -101,19 +60,11 @@ func newHarnessWith(t *testing.T, snap *discovery.Snapshot, settings *Settings) 
 
 func (h *harness) get(t *testing.T, host, path string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", h.proxy.URL+path, nil)
-	req.Host = host
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	return do(t, "GET", h.proxy.URL+path, nil, "Host", host)
 }
 
 func TestProxyRoutesAndRotates(t *testing.T) {
-	a, b := newBackend(t, "a"), newBackend(t, "b")
+	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
 	h := newHarness(t, snapshot(&discovery.Service{Name: "hello",
 		Instances: []discovery.Instance{a.instance("/"), b.instance("/")}}))
 	seen := map[string]int{}
@@ -138,7 +89,7 @@ func TestProxyRoutesAndRotates(t *testing.T) {
 }
 
 func TestProxyStripsPrefix(t *testing.T) {
-	a := newBackend(t, "a")
+	a := newTestBackend(t, "a")
 	h := newHarness(t, snapshot(&discovery.Service{Name: "api",
 		Instances: []discovery.Instance{a.instance("/v1 strip=/v1")}}))
 	for path, want := range map[string]string{"/v1/users?id=3": "/users?id=3", "/v1": "/", "/v1/": "/"} {
@@ -186,7 +137,7 @@ func TestProxyNoRouteAndNoInstance(t *testing.T) {
 }
 
 func TestProxyRetriesConnectFailureOnAnotherInstance(t *testing.T) {
-	live := newBackend(t, "live")
+	live := newTestBackend(t, "live")
 	dead := deadInstance(t, "aaa-dead", "/") // sorts first: round robin tries it first
 	h := newHarness(t, snapshot(&discovery.Service{Name: "hello",
 		Instances: []discovery.Instance{dead, live.instance("/")}}))
@@ -222,7 +173,7 @@ func TestProxyAllInstancesDown(t *testing.T) {
 }
 
 func TestProxyTraceHasServerSpanAndClientSpanPerAttempt(t *testing.T) {
-	live := newBackend(t, "live")
+	live := newTestBackend(t, "live")
 	dead := deadInstance(t, "aaa-dead", "/")
 	h := newHarness(t, snapshot(&discovery.Service{Name: "hello",
 		Instances: []discovery.Instance{dead, live.instance("/")}}))
@@ -265,7 +216,7 @@ func TestProxyTraceHasServerSpanAndClientSpanPerAttempt(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, kv := range c.Attributes() {
-			attrs[string(kv.Key)] = kv.Value.Emit()
+			attrs[string(kv.Key)] = kv.Value.String()
 		}
 		if attrs["hopgate.attempt"] != strconv.Itoa(i+1) || attrs["hopgate.service"] != "hello" {
 			t.Errorf("client span %d attributes = %v", i, attrs)

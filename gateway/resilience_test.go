@@ -13,53 +13,20 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hopgate/hopgate/discovery"
 )
 
-// scripted is a real HTTP server whose answers a test controls.
-type scripted struct {
-	name   string
-	srv    *httptest.Server
-	status atomic.Int32 // answer with this status (200 when 0)
-	delay  atomic.Int64 // nanoseconds to wait before answering
-	hits   atomic.Int64
-}
-
-func newScripted(t *testing.T, name string) *scripted {
-	s := &scripted{name: name}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.hits.Add(1)
-		_, _ = io.Copy(io.Discard, r.Body)
-		if d := time.Duration(s.delay.Load()); d > 0 {
-			select {
-			case <-time.After(d):
-			case <-r.Context().Done():
-				return
-			}
-		}
-		if code := int(s.status.Load()); code != 0 {
-			w.WriteHeader(code)
-		}
-		_, _ = io.WriteString(w, "Hello from "+s.name)
-	}))
-	t.Cleanup(s.srv.Close)
-	return s
-}
-
-func (s *scripted) instance(routes ...string) discovery.Instance {
-	u, _ := url.Parse(s.srv.URL)
-	port, _ := strconv.Atoi(u.Port())
-	return instance(s.name, port, routes...)
-}
-
 func do(t *testing.T, method, u string, body io.Reader, header ...string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, body)
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1] // Go sends req.Host, never a Host header
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -72,7 +39,7 @@ func do(t *testing.T, method, u string, body io.Reader, header ...string) (int, 
 }
 
 func TestRetriesIdempotent503OnAnotherInstance(t *testing.T) {
-	bad, good := newScripted(t, "a-bad"), newScripted(t, "b-good")
+	bad, good := newTestBackend(t, "a-bad"), newTestBackend(t, "b-good")
 	bad.status.Store(503)
 	settings := roundRobinSettings()
 	settings.Outlier.Consecutive = 0 // retries alone: keep the bad instance in
@@ -111,7 +78,7 @@ func TestRetriesIdempotent503OnAnotherInstance(t *testing.T) {
 }
 
 func TestOutlierEjectsAFailingInstance(t *testing.T) {
-	bad, good, good2 := newScripted(t, "a-bad"), newScripted(t, "b-good"), newScripted(t, "c-good")
+	bad, good, good2 := newTestBackend(t, "a-bad"), newTestBackend(t, "b-good"), newTestBackend(t, "c-good")
 	bad.status.Store(500) // not retried, but counted by passive health
 	h := newHarness(t, snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{
 		bad.instance("/"), good.instance("/"), good2.instance("/")}}))
@@ -146,7 +113,7 @@ func TestOutlierEjectsAFailingInstance(t *testing.T) {
 }
 
 func TestOutlierNeverEjectsMoreThanTheCap(t *testing.T) {
-	a, b := newScripted(t, "a"), newScripted(t, "b")
+	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
 	a.status.Store(500)
 	b.status.Store(500)
 	h := newHarness(t, snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{a.instance("/"), b.instance("/")}}))
@@ -165,7 +132,7 @@ func TestOutlierNeverEjectsMoreThanTheCap(t *testing.T) {
 }
 
 func TestPanicModeIgnoresEjections(t *testing.T) {
-	a, b := newScripted(t, "a"), newScripted(t, "b")
+	a, b := newTestBackend(t, "a"), newTestBackend(t, "b")
 	settings := roundRobinSettings()
 	settings.Outlier.MaxEjectedShare = 1
 	h := newHarnessWith(t, snapshot(&discovery.Service{Name: "s", Unroutable: 1,
@@ -191,10 +158,10 @@ func TestPanicModeIgnoresEjections(t *testing.T) {
 }
 
 func TestRetryBudgetBoundsAttempts(t *testing.T) {
-	var ss []*scripted
+	var ss []*testBackend
 	var insts []discovery.Instance
 	for i := range 3 {
-		s := newScripted(t, fmt.Sprint("i", i))
+		s := newTestBackend(t, fmt.Sprint("i", i))
 		s.status.Store(503)
 		ss = append(ss, s)
 		insts = append(insts, s.instance("/"))
@@ -224,7 +191,7 @@ func TestRetryBudgetBoundsAttempts(t *testing.T) {
 }
 
 func TestTimeouts(t *testing.T) {
-	slow, fast := newScripted(t, "a-slow"), newScripted(t, "b-fast")
+	slow, fast := newTestBackend(t, "a-slow"), newTestBackend(t, "b-fast")
 	slow.delay.Store(int64(2 * time.Second))
 	h := newHarness(t, snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{
 		slow.instance("/try try_timeout=100ms", "/all timeout=150ms"), fast.instance("/try try_timeout=100ms"),
@@ -422,7 +389,7 @@ func TestGRPCStyleH2CBackend(t *testing.T) {
 }
 
 func TestRoutesDocumentShowsPolicyAndLoad(t *testing.T) {
-	a := newScripted(t, "a")
+	a := newTestBackend(t, "a")
 	h := newHarness(t, snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{a.instance("/ lb=least_request")}}))
 	rec := httptest.NewRecorder()
 	NewAdmin(h.gw, AdminOptions{}).ServeHTTP(rec, httptest.NewRequest("GET", "/routes", nil))

@@ -90,7 +90,6 @@ type joinRun struct {
 	signals        chan os.Signal
 	stdout, stderr *consultest.Buffer
 	done           chan int
-	code           int
 }
 
 func startJoin(t *testing.T, consul *api.Config, args ...string) *joinRun {
