@@ -149,7 +149,10 @@ func (c *edgeConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.mu.Lock()
 		c.tail = append(c.tail, p[:n]...)
-		if over := len(c.tail) - c.limit; over > 0 {
+		// The tail may grow to twice its limit before the old half is
+		// dropped: each byte is then moved at most once, however long
+		// the connection lives.
+		if over := len(c.tail) - c.limit; over > c.limit {
 			c.tail = append(c.tail[:0], c.tail[over:]...)
 			c.pos = max(0, c.pos-over)
 		}
@@ -158,21 +161,32 @@ func (c *edgeConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// headHas reports whether the raw head of the request whose request line
-// is line (the first such head after the previous one found) carries a
-// header named name.
-func (c *edgeConn) headHas(line, name string) bool {
+// chunkedHeadHas reports whether the raw head of a chunked request, the
+// first head after the previous one found that starts with line and names
+// Transfer-Encoding, also carries a header named name. Heads without
+// Transfer-Encoding are skipped: Go's server keeps their framing as sent.
+func (c *edgeConn) chunkedHeadHas(line, name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i := bytes.Index(c.tail[c.pos:], []byte(line))
-	if i < 0 {
-		return false
+	for {
+		i := bytes.Index(c.tail[c.pos:], []byte(line))
+		if i < 0 {
+			return false
+		}
+		head := c.tail[c.pos+i:]
+		c.pos += i + len(line)
+		if end := bytes.Index(head, []byte("\r\n\r\n")); end >= 0 {
+			head = head[:end]
+			c.pos += end - len(line)
+		}
+		if headerNamed(head, "Transfer-Encoding") {
+			return headerNamed(head, name)
+		}
 	}
-	head := c.tail[c.pos+i:]
-	if end := bytes.Index(head, []byte("\r\n\r\n")); end >= 0 {
-		head = head[:end]
-		c.pos += i + end
-	}
+}
+
+// headerNamed reports whether a raw request head has a header named name.
+func headerNamed(head []byte, name string) bool {
 	for _, l := range bytes.Split(head, []byte("\r\n"))[1:] {
 		if k, _, ok := bytes.Cut(l, []byte(":")); ok && strings.EqualFold(strings.TrimSpace(string(k)), name) {
 			return true
@@ -235,21 +249,17 @@ func (p *Proxy) checkEdge(w http.ResponseWriter, r *http.Request) (int, error) {
 	if ec == nil {
 		return 0, nil
 	}
-	if r.ProtoMajor == 1 {
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		// Go's server drops a Content-Length sent beside Transfer-Encoding
 		// and carries on; RFC 9112 says such a request may be refused and
 		// its connection must be closed: a front proxy that framed it by
-		// Content-Length would see another request in its body. Every
-		// head is looked up, so pipelined requests are matched in order.
+		// Content-Length would see another request in its body. Chunked
+		// uploads close their connection either way: nothing left on it
+		// to confuse later.
+		w.Header().Set("Connection", "close")
 		line := r.Method + " " + r.RequestURI + " " + r.Proto + "\r\n"
-		hasCL := ec.headHas(line, "Content-Length")
-		if len(r.TransferEncoding) > 0 {
-			// Chunked uploads close their connection either way: nothing
-			// left on it to confuse later.
-			w.Header().Set("Connection", "close")
-			if hasCL {
-				return http.StatusBadRequest, errSmuggling
-			}
+		if ec.chunkedHeadHas(line, "Content-Length") {
+			return http.StatusBadRequest, errSmuggling
 		}
 	}
 	if max := p.settings.MaxRequestsPerConn; max > 0 && ec.requests.Add(1) >= int64(max) {
