@@ -67,8 +67,13 @@ func classify(resp *http.Response, err error) outcome {
 // replayed. Every retry spends the route's retry budget and waits a
 // jittered backoff. Each attempt is a client span, a child of the gateway's
 // server span.
-func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
+func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 	ex := req.Context().Value(ctxKey{}).(*exchange)
+	defer func() {
+		if resp != nil {
+			ex.answered() // the client's answer: its body may now stream
+		}
+	}()
 	route := ex.route
 	streamed := &attemptBody{ReadCloser: req.Body} // for bodies not buffered
 	ex.streamed = streamed
@@ -196,21 +201,28 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 		}
 	}
 
-	// The try timeout bounds the wait for headers, like the route timeout.
-	ctx, cancel := context.WithCancel(ctx)
+	// The try timeout bounds the wait for headers, like the route timeout;
+	// it needs a timer of its own only when it ends before the route's.
+	cancel := func() {}
 	var tryTimedOut atomic.Bool
-	timer := time.AfterFunc(ex.route.policy.tryTimeout, func() { tryTimedOut.Store(true); cancel() })
-	if isUpgrade(req) {
-		timer.Stop()
+	stopTry := func() bool { return false }
+	if d := ex.route.policy.tryTimeout; ex.timer != nil && time.Until(ex.deadline) > d {
+		var cancelTry context.CancelFunc
+		ctx, cancelTry = context.WithCancel(ctx)
+		cancel = cancelTry
+		stopTry = time.AfterFunc(d, func() { tryTimedOut.Store(true); cancelTry() }).Stop
 	}
 
-	out := req.WithContext(context.WithValue(ctx, connectTimeoutKey{}, ex.route.policy.connect))
+	out := req.WithContext(ctx)
 	u := *req.URL
 	u.Host = ep.Addr
 	out.URL = &u
 	switch {
 	case ex.body != nil:
+		// Known in full, the body can be sent again by the transport when
+		// a pooled connection turns out stale.
 		out.Body = io.NopCloser(bytes.NewReader(ex.body))
+		out.GetBody = ex.getBody
 	case req.Body != nil:
 		out.Body = streamed
 	}
@@ -225,7 +237,7 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	start := time.Now()
 	ep.Stats.Begin()
 	resp, err := transport.RoundTrip(out)
-	timer.Stop()
+	stopTry()
 	if err != nil {
 		if tryTimedOut.Load() && req.Context().Err() == nil {
 			err = fmt.Errorf("%w: no answer from %s within %v", errTimeout, ep.Addr, ex.route.policy.tryTimeout)
@@ -243,9 +255,6 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	if resp.StatusCode >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
 	}
-	if ex.stopTimer != nil {
-		ex.stopTimer() // headers are here: the body may stream as long as it flows
-	}
 	// The span, the in-flight count and the attempt's context end when the
 	// body has been copied to the client, so they cover the whole exchange.
 	// An upgraded connection (101) keeps its body as the tunnel:
@@ -260,10 +269,7 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 		span.End()
 		return resp, nil
 	}
-	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
-	if idle := ex.route.policy.idle; idle > 0 {
-		resp.Body = newIdleBody(resp.Body, idle, cancel)
-	}
+	resp.Body = &attemptResponse{ReadCloser: resp.Body, ex: ex, done: done}
 	return resp, nil
 }
 

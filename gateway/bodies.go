@@ -3,13 +3,11 @@ package gateway
 // Bodies and writers that wrap a request or response for one purpose each.
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // attemptBody lets a streamed request body serve several attempts: the
@@ -36,40 +34,27 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 // Close does nothing: the real body is closed once, by httputil.ReverseProxy.
 func (b *attemptBody) Close() error { return nil }
 
-// idleBody cancels the attempt when no byte of the body arrives for the
-// idle timeout: a stalled instance must not hold the client forever, while
-// a stream that keeps flowing lives as long as it likes.
-type idleBody struct {
+// attemptResponse is an answer's body on its way to the client: each read
+// restarts the idle timeout, so a stalled instance does not hold the
+// client forever while a stream that keeps flowing lives as long as it
+// likes; closing it runs done once, ending the attempt's span and
+// in-flight count.
+type attemptResponse struct {
 	io.ReadCloser
-	timer *time.Timer
-	idle  time.Duration
-}
-
-func newIdleBody(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) *idleBody {
-	return &idleBody{ReadCloser: rc, idle: idle, timer: time.AfterFunc(idle, cancel)}
-}
-
-func (b *idleBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.timer.Reset(b.idle)
-	}
-	return n, err
-}
-
-func (b *idleBody) Close() error {
-	b.timer.Stop()
-	return b.ReadCloser.Close()
-}
-
-// doneBody runs done once when the response body is closed.
-type doneBody struct {
-	io.ReadCloser
+	ex   *exchange
 	done func()
 	once sync.Once
 }
 
-func (b *doneBody) Close() error {
+func (b *attemptResponse) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.ex.bodyFlowed()
+	}
+	return n, err
+}
+
+func (b *attemptResponse) Close() error {
 	err := b.ReadCloser.Close()
 	b.once.Do(b.done)
 	return err

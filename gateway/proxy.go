@@ -115,41 +115,7 @@ func NewProxy(gw *Gateway, opts ProxyOptions) *Proxy {
 	return p
 }
 
-// NewTransport returns the transport used for upstream requests: pooled
-// keep-alive connections, the route's connect timeout (carried in the
-// request context), no proxy from the environment (the gateway is the
-// proxy).
-func NewTransport() *http.Transport {
-	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if d, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok && d > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, d)
-				defer cancel()
-			}
-			return dialer.DialContext(ctx, network, addr)
-		},
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
-}
-
-// NewH2CTransport speaks HTTP/2 without TLS, as gRPC servers do.
-func NewH2CTransport() *http.Transport {
-	t := NewTransport()
-	t.Protocols = new(http.Protocols)
-	t.Protocols.SetUnencryptedHTTP2(true)
-	return t
-}
-
 type ctxKey struct{}
-
-// connectTimeoutKey carries a route's connect timeout to the dialer.
-type connectTimeoutKey struct{}
 
 // exchange is what the proxy carries through httputil.ReverseProxy for one
 // request: the matched route, the replayable body and the attempts so far.
@@ -162,8 +128,14 @@ type exchange struct {
 	attempts int
 	lastErr  error
 	timedOut atomic.Bool // the route timeout fired before headers came
-	// stopTimer stops the route timeout once headers have arrived.
-	stopTimer func() bool
+	// timer is the request's one timer: the route timeout until an
+	// answer's headers arrive, then the idle timeout of its body. It
+	// cancels the request's context. Nil for an upgrade, which neither
+	// bounds.
+	timer     *time.Timer
+	deadline  time.Time // of the route timeout
+	cancel    context.CancelFunc
+	streaming atomic.Bool  // headers arrived: the timer is the body's
 	trusted   bool         // the peer is a trusted proxy
 	streamed  *attemptBody // the request body when it streams through
 }
@@ -217,16 +189,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if status >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(status))
 	}
-	args := []any{"method", r.Method, "host", r.Host, "path", r.URL.Path, "status", status,
-		"duration", time.Since(start), "attempts", ex.attempts}
-	if route != nil {
-		args = append(args, "route", route.Name, "service", route.Service)
-	}
-	if n := len(ex.tried); n > 0 {
-		args = append(args, "upstream", ex.tried[n-1].Addr)
-	}
 	p.gw.metrics.observeRequest(ctx, route, r.Method, status, start)
-	p.logRequest(ctx, args)
+	p.logRequest(ctx, r, ex, status, start)
 }
 
 // serveRoute applies the route's limits and timeout, then proxies.
@@ -241,21 +205,17 @@ func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, ex *exchange)
 	}
 	st.budget.request(p.gw.now())
 
-	ctx := r.Context()
+	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), ctxKey{}, ex))
+	defer cancel()
+	ex.cancel = cancel
 	if !isUpgrade(r) {
 		// The route timeout bounds the wait for an answer's headers,
 		// retries included; a body then streams for as long as it flows,
 		// so server-sent events and downloads are not cut. An upgraded
 		// connection (WebSocket) is never cut by it.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		timer := time.AfterFunc(route.policy.timeout, func() {
-			ex.timedOut.Store(true)
-			cancel()
-		})
-		ex.stopTimer = timer.Stop
-		defer timer.Stop()
+		ex.deadline = time.Now().Add(route.policy.timeout)
+		ex.timer = time.AfterFunc(route.policy.timeout, ex.expire)
+		defer ex.timer.Stop()
 	}
 	if max := route.policy.maxBody; max > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > max {
@@ -273,7 +233,38 @@ func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, ex *exchange)
 		http.Error(w, "hopgate: reading request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxKey{}, ex)))
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// expire is the request timer's end: the route timeout before headers,
+// the idle timeout of a body after.
+func (ex *exchange) expire() {
+	if !ex.streaming.Load() {
+		ex.timedOut.Store(true)
+	}
+	ex.cancel()
+}
+
+// answered switches the request timer from the route timeout to the
+// body's idle timeout: the headers are here, and the body may stream for
+// as long as it flows.
+func (ex *exchange) answered() {
+	if ex.timer == nil {
+		return
+	}
+	ex.streaming.Store(true)
+	if idle := ex.route.policy.idle; idle > 0 {
+		ex.timer.Reset(idle)
+	} else {
+		ex.timer.Stop()
+	}
+}
+
+// bodyFlowed restarts the idle timeout: a byte of the body arrived.
+func (ex *exchange) bodyFlowed() {
+	if idle := ex.route.policy.idle; idle > 0 && ex.timer != nil {
+		ex.timer.Reset(idle)
+	}
 }
 
 // bufferBody reads a small body of an idempotent request into memory so the
@@ -295,6 +286,11 @@ func (p *Proxy) bufferBody(r *http.Request, ex *exchange) error {
 	ex.body, ex.bodyOK = buf, true
 	r.Body = io.NopCloser(bytes.NewReader(buf))
 	return nil
+}
+
+// getBody is the buffered body anew, for a request sent again.
+func (ex *exchange) getBody() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(ex.body)), nil
 }
 
 // startServerSpan starts the gateway's server span. Only a trusted peer,

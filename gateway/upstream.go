@@ -1,0 +1,453 @@
+package gateway
+
+// The upstream transport: HTTP/1.1 to instances over pooled keep-alive
+// connections, with the request written and the response read on the
+// calling goroutine.
+//
+// Go's http.Transport gives every connection a reader and a writer
+// goroutine and hands each request and response between them and the
+// caller; on a proxy's hot path those hand-offs and their allocations cost
+// more than the proxying itself. This transport keeps only what a proxy
+// needs: a request whose whole body is known (none, or one the gateway
+// buffered) goes out in one write on the caller's goroutine and its
+// response is parsed there by net/http's own reader. Everything else
+// (streamed bodies, upgrades, Expect: 100-continue) goes through a standard
+// http.Transport, which can write a body while reading an early answer.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Transport is the gateway's upstream HTTP/1.1 transport.
+type Transport struct {
+	// Fallback carries the requests the fast path does not: bodies that
+	// stream, upgrades, Expect: 100-continue, HTTPS.
+	Fallback *http.Transport
+	// Dial opens a connection to an instance; the route's connect timeout
+	// rides in the context.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// MaxIdlePerHost bounds the idle connections kept per instance.
+	MaxIdlePerHost int
+	// IdleTimeout closes a connection left idle that long.
+	IdleTimeout time.Duration
+	// StaleCheckAfter is how long a connection idles before it is checked,
+	// when taken from the pool, for a close by its instance.
+	StaleCheckAfter time.Duration
+
+	mu   sync.Mutex
+	idle map[string][]*upstreamConn // per instance address, most recent last
+}
+
+// maxResponseHead bounds an instance's status line and headers, as the
+// gateway's server bounds a client's.
+const maxResponseHead = 1 << 20
+
+// max1xx bounds the informational answers (103 Early Hints...) read before
+// the final one, as Go's own transport does.
+const max1xx = 5
+
+var errResponseHeadTooLarge = errors.New("response headers too large")
+
+// NewTransport returns the upstream transport: pooled keep-alive
+// connections, the route's connect timeout (carried in the request
+// context), no proxy from the environment (the gateway is the proxy).
+func NewTransport() *Transport {
+	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ex, ok := ctx.Value(ctxKey{}).(*exchange); ok && ex.route.policy.connect > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, ex.route.policy.connect)
+			defer cancel()
+		}
+		return dialer.DialContext(ctx, network, addr)
+	}
+	return &Transport{
+		Fallback: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           dial,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+			// A proxy passes encodings through; it does not ask for gzip
+			// on the client's behalf and then unpack it.
+			DisableCompression: true,
+		},
+		Dial:            dial,
+		MaxIdlePerHost:  256,
+		IdleTimeout:     90 * time.Second,
+		StaleCheckAfter: time.Second,
+	}
+}
+
+// NewH2CTransport speaks HTTP/2 without TLS, as gRPC servers do.
+func NewH2CTransport() *http.Transport {
+	t := NewTransport().Fallback
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return t
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !fastPath(req) {
+		return t.Fallback.RoundTrip(req)
+	}
+	ctx := req.Context()
+	for {
+		c, err := t.conn(ctx, req.URL.Host)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.roundTrip(ctx, req)
+		if err == nil {
+			return resp, nil
+		}
+		// A pooled connection the instance closed while it sat idle fails
+		// before any answer; like Go's transport, send again on another
+		// when the request is safe to repeat. A fresh connection's failure
+		// is the instance's.
+		if c.reused && (c.written == 0 || c.answered == 0 && isIdempotent(req)) && ctx.Err() == nil {
+			if req, err = rewind(req); err == nil {
+				continue
+			}
+		}
+		return nil, err
+	}
+}
+
+// CloseIdleConnections closes the connections no request is using.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, conns := range idle {
+		for _, c := range conns {
+			c.conn.Close()
+		}
+	}
+	t.Fallback.CloseIdleConnections()
+}
+
+// fastPath says whether the request can be sent whole before its answer is
+// read: plain HTTP, no upgrade, no Expect, and a body that is absent or
+// known in full (GetBody set), so it can also be sent again.
+func fastPath(req *http.Request) bool {
+	if req.URL.Scheme != "http" || req.Header["Upgrade"] != nil || req.Header["Expect"] != nil ||
+		len(req.TransferEncoding) > 0 || len(req.Trailer) > 0 {
+		return false
+	}
+	return req.Body == nil || req.Body == http.NoBody || (req.GetBody != nil && req.ContentLength >= 0)
+}
+
+// rewind returns the request ready to be sent again.
+func rewind(req *http.Request) (*http.Request, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	r := *req
+	r.Body = body
+	return &r, nil
+}
+
+// conn returns an idle connection to addr, or dials one.
+func (t *Transport) conn(ctx context.Context, addr string) (*upstreamConn, error) {
+	now := time.Now()
+	t.mu.Lock()
+	conns := t.idle[addr]
+	for len(conns) > 0 {
+		c := conns[len(conns)-1]
+		conns[len(conns)-1] = nil
+		conns = conns[:len(conns)-1]
+		idle := now.Sub(c.idleSince)
+		if idle >= t.IdleTimeout {
+			c.conn.Close()
+			continue
+		}
+		t.idle[addr] = conns
+		t.mu.Unlock()
+		// Nothing reads an idle connection, so an instance that closed it
+		// (restarted, or its own idle timeout) is only seen when used. A
+		// connection that idled for a while is checked first, at the cost
+		// of one system call; busy ones are not.
+		if idle >= t.StaleCheckAfter && !connAlive(c.conn) {
+			c.conn.Close()
+			t.mu.Lock()
+			conns = t.idle[addr]
+			continue
+		}
+		c.reused = true
+		return c, nil
+	}
+	t.mu.Unlock()
+	conn, err := t.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &upstreamConn{t: t, addr: addr, conn: conn}
+	c.br = bufio.NewReaderSize(reader{c}, 4<<10)
+	c.bw = bufio.NewWriterSize(writer{c}, 4<<10)
+	return c, nil
+}
+
+// put keeps c for the next request to its instance, or closes it.
+func (t *Transport) put(c *upstreamConn) {
+	c.idleSince = time.Now()
+	c.reused = false
+	t.mu.Lock()
+	if t.idle == nil {
+		t.idle = map[string][]*upstreamConn{}
+	}
+	conns := t.idle[c.addr]
+	// The oldest connection sits first; close it when it has idled too
+	// long, so an instance that went quiet does not keep sockets open.
+	var expired *upstreamConn
+	if len(conns) > 0 && c.idleSince.Sub(conns[0].idleSince) >= t.IdleTimeout {
+		expired = conns[0]
+		conns = conns[1:]
+	}
+	if len(conns) < t.MaxIdlePerHost {
+		t.idle[c.addr] = append(conns, c)
+		c = nil
+	} else {
+		t.idle[c.addr] = conns
+	}
+	t.mu.Unlock()
+	if expired != nil {
+		expired.conn.Close()
+	}
+	if c != nil {
+		c.conn.Close()
+	}
+}
+
+// upstreamConn is one keep-alive connection to an instance, used by one
+// request at a time.
+type upstreamConn struct {
+	t         *Transport
+	addr      string
+	conn      net.Conn
+	br        *bufio.Reader // reads through the conn's Read below
+	bw        *bufio.Writer
+	idleSince time.Time
+
+	// Per request, to tell a stale pooled connection (nothing sent, or no
+	// answer at all) from an instance that failed mid-answer:
+	reused    bool  // taken from the idle pool
+	written   int64 // bytes of request written
+	answered  int64 // bytes of answer read
+	headLimit int64 // answered may not pass this while a head is read; 0 after
+}
+
+// reader and writer count what goes through the connection.
+type (
+	reader struct{ c *upstreamConn }
+	writer struct{ c *upstreamConn }
+)
+
+func (r reader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.headLimit > 0 && c.answered >= c.headLimit {
+		return 0, errResponseHeadTooLarge
+	}
+	n, err := c.conn.Read(p)
+	c.answered += int64(n)
+	return n, err
+}
+
+func (w writer) Write(p []byte) (int, error) {
+	n, err := w.c.conn.Write(p)
+	w.c.written += int64(n)
+	return n, err
+}
+
+// roundTrip writes req and reads the response head. The response body
+// reads from the connection, which goes back to the pool at its end.
+func (c *upstreamConn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	c.written, c.answered = 0, 0
+	// A cancelled request (the route's or the try's timeout, the client
+	// leaving) unblocks the connection through its deadline.
+	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		c.conn.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if err := c.writeRequest(req); err != nil {
+		return fail(err)
+	}
+	resp, err := c.readResponse(ctx, req)
+	if err != nil {
+		return fail(err)
+	}
+	body := &upstreamBody{c: c, body: resp.Body, stop: stop, reuse: !resp.Close}
+	if resp.Body == http.NoBody {
+		body.finish(true)
+		return resp, nil
+	}
+	resp.Body = body
+	return resp, nil
+}
+
+// writeRequest writes the request line, headers and body in one flush.
+// Header names and values are checked as Go's transport checks them: a
+// header the gateway forwards must not split the request.
+func (c *upstreamConn) writeRequest(req *http.Request) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return fmt.Errorf("invalid Host header %q", host)
+	}
+	w := c.bw
+	w.WriteString(req.Method)
+	w.WriteByte(' ')
+	w.WriteString(req.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	for name, values := range req.Header {
+		switch name {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
+			continue // framing is the transport's
+		}
+		if !httpguts.ValidHeaderFieldName(name) {
+			return fmt.Errorf("invalid header name %q", name)
+		}
+		for _, v := range values {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("invalid value for header %q", name)
+			}
+			if v == "" && name == "User-Agent" {
+				continue // an empty User-Agent means none, as in Go's transport
+			}
+			w.WriteString(name)
+			w.WriteString(": ")
+			w.WriteString(textproto.TrimString(v))
+			w.WriteString("\r\n")
+		}
+	}
+	if req.ContentLength > 0 || req.ContentLength == 0 && req.Method != http.MethodGet &&
+		req.Method != http.MethodHead && req.Body != nil && req.Body != http.NoBody {
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), req.ContentLength, 10))
+		w.WriteString("\r\n")
+	}
+	if req.Close {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	if req.Body != nil && req.Body != http.NoBody {
+		n, err := io.Copy(w, io.LimitReader(req.Body, req.ContentLength))
+		req.Body.Close()
+		if err == nil && n != req.ContentLength {
+			err = fmt.Errorf("request body: %d of %d bytes", n, req.ContentLength)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+// readResponse reads the final response head, passing informational ones
+// (103 Early Hints) to the request's httptrace hook, through which
+// httputil.ReverseProxy forwards them.
+func (c *upstreamConn) readResponse(ctx context.Context, req *http.Request) (*http.Response, error) {
+	for n := 0; ; n++ {
+		c.headLimit = c.answered - int64(c.br.Buffered()) + maxResponseHead
+		resp, err := http.ReadResponse(c.br, req)
+		c.headLimit = 0
+		if err != nil {
+			if c.answered > maxResponseHead && errors.Is(err, errResponseHeadTooLarge) {
+				return nil, errResponseHeadTooLarge
+			}
+			return nil, err
+		}
+		code := resp.StatusCode
+		if code >= 200 || code == http.StatusSwitchingProtocols {
+			if code == http.StatusSwitchingProtocols {
+				return nil, errors.New("101 Switching Protocols to a request that asked for no upgrade")
+			}
+			if req.Close {
+				resp.Close = true
+			}
+			return resp, nil
+		}
+		if n == max1xx {
+			return nil, errors.New("too many 1xx responses")
+		}
+		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// upstreamBody is a response body read from an upstreamConn. Read to its
+// end, it gives the connection back to the pool; closed early, it closes
+// the connection, whose rest of answer nobody wants.
+type upstreamBody struct {
+	c     *upstreamConn
+	body  io.ReadCloser
+	stop  func() bool
+	reuse bool
+	done  bool
+}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *upstreamBody) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+// finish releases the connection: to the pool when the answer ended as
+// HTTP/1.1 says it ends, the request was not cancelled, and nothing
+// follows the answer; otherwise closed.
+func (b *upstreamBody) finish(complete bool) {
+	b.done = true
+	c := b.c
+	cancelled := !b.stop()
+	if complete && b.reuse && !cancelled && c.br.Buffered() == 0 {
+		c.t.put(c)
+		return
+	}
+	c.conn.Close()
+}
