@@ -231,3 +231,43 @@ func TestAssemblerIgnoresStoppedWatches(t *testing.T) {
 		t.Fatalf("names %v", a.names)
 	}
 }
+
+// A build compares only the services that answered since the last one: a
+// service whose new answer says the same keeps the pointer consumers know,
+// and Changed is when the oldest of those answers arrived.
+func TestAssemblerKeepsPointersAndStampsArrivals(t *testing.T) {
+	a := newAssembler()
+	t0 := time.Now()
+	svc := func(name string, port int, at time.Time) update {
+		return update{service: &serviceUpdate{name: name, gen: 1, index: 5, at: at,
+			instances: []Instance{{ID: name, Node: "n", Port: port, Weight: 1, Health: Passing}}}}
+	}
+	a.apply(update{catalog: &catalogUpdate{index: 1, at: t0, services: map[string]uint64{"a": 1, "b": 1}}})
+	a.apply(svc("a", 80, t0.Add(time.Millisecond)))
+	a.apply(svc("b", 80, t0.Add(2*time.Millisecond)))
+	first := a.build()
+	if first == nil || !first.Changed.Equal(t0) {
+		t.Fatalf("first build: %+v, want Changed at the catalog's answer", first)
+	}
+	a.last = first
+
+	// a answers again with the same content, b with a new port.
+	a.apply(svc("b", 81, t0.Add(4*time.Millisecond)))
+	a.apply(svc("a", 80, t0.Add(3*time.Millisecond)))
+	snap := a.build()
+	if snap.Service("a") != first.Service("a") {
+		t.Error("a's answer said the same but a got a new pointer")
+	}
+	if snap.Service("b") == first.Service("b") || snap.Service("b").Instances[0].Port != 81 {
+		t.Errorf("b changed: %+v", snap.Service("b"))
+	}
+	if !snap.Changed.Equal(t0.Add(3 * time.Millisecond)) {
+		t.Errorf("Changed = %v, want the oldest answer since the last build", snap.Changed.Sub(t0))
+	}
+	a.last = snap
+
+	// Nothing answered: Changed is the build itself.
+	if again := a.build(); !again.Changed.Equal(again.Built) || !again.SameContent(snap) {
+		t.Errorf("build with no answer: Changed %v, Built %v", again.Changed, again.Built)
+	}
+}

@@ -95,6 +95,12 @@ type Snapshot struct {
 	Index uint64
 	// Built is when this content was assembled.
 	Built time.Time
+	// Changed is when discovery received the oldest of the Consul answers
+	// this snapshot is the first to include (answers that arrive together
+	// are coalesced into one snapshot): the moment Consul's index moved, as
+	// near as the gateway can tell. From Changed to the routes being in
+	// force is the route-update latency.
+	Changed time.Time
 }
 
 // Service returns the named service, or nil.

@@ -167,6 +167,7 @@ type update struct {
 // absent from the set is gone: that is how removals reach the assembler.
 type catalogUpdate struct {
 	index    uint64
+	at       time.Time // when Consul's answer arrived
 	services map[string]uint64
 }
 
@@ -175,6 +176,7 @@ type serviceUpdate struct {
 	name       string
 	gen        uint64
 	index      uint64
+	at         time.Time // when Consul's answer arrived
 	instances  []Instance
 	unroutable int
 }
@@ -208,6 +210,7 @@ func (w *Watcher) watchCatalog(ctx context.Context, out chan<- update) {
 	}()
 
 	poll(ctx, w, "catalog", w.cfg.Consul.Services, func(services map[string][]string, index uint64) bool {
+		at := time.Now()
 		set := make(map[string]uint64, len(watches))
 		var start []string
 		for name, tags := range services {
@@ -232,7 +235,7 @@ func (w *Watcher) watchCatalog(ctx context.Context, out chan<- update) {
 		// The assembler must learn the new generations before any new watch
 		// can report, or it would drop their first answers as stale. The
 		// channel is FIFO, so sending first is enough.
-		if !send(ctx, out, update{catalog: &catalogUpdate{index: index, services: set}}) {
+		if !send(ctx, out, update{catalog: &catalogUpdate{index: index, at: at, services: set}}) {
 			return false
 		}
 		for _, name := range start {
@@ -251,9 +254,10 @@ func (w *Watcher) watchService(ctx context.Context, name string, gen uint64, out
 		return w.cfg.Consul.ServiceHealth(name, q)
 	}
 	poll(ctx, w, "service "+name, query, func(entries []*api.ServiceEntry, index uint64) bool {
+		at := time.Now()
 		instances, unroutable := instancesFrom(entries)
 		return send(ctx, out, update{service: &serviceUpdate{
-			name: name, gen: gen, index: index, instances: instances, unroutable: unroutable,
+			name: name, gen: gen, index: index, at: at, instances: instances, unroutable: unroutable,
 		}})
 	})
 }
@@ -303,13 +307,18 @@ func (w *Watcher) noteError(err error) {
 }
 
 // assembler holds the latest answer of every watch and builds snapshots from
-// them. It is owned by Run's goroutine.
+// them. It is owned by Run's goroutine. Its work per answer is proportional
+// to that answer: it remembers which services answered since the last
+// build, so a build compares only those with the last snapshot, and copies
+// the other *Service pointers as they are.
 type assembler struct {
 	haveCatalog  bool
 	catalogIndex uint64
 	names        []string // opted-in services, sorted
 	services     map[string]*serviceState
-	last         *Snapshot // last published
+	answered     map[string]bool // services with an answer since the last build
+	oldest       time.Time       // arrival of the oldest answer since the last build
+	last         *Snapshot       // last published
 }
 
 type serviceState struct {
@@ -319,7 +328,7 @@ type serviceState struct {
 }
 
 func newAssembler() *assembler {
-	return &assembler{services: map[string]*serviceState{}}
+	return &assembler{services: map[string]*serviceState{}, answered: map[string]bool{}}
 }
 
 func (a *assembler) apply(u update) {
@@ -327,6 +336,7 @@ func (a *assembler) apply(u update) {
 	case u.catalog != nil:
 		a.haveCatalog = true
 		a.catalogIndex = u.catalog.index
+		a.noteArrival(u.catalog.at)
 		next := make(map[string]*serviceState, len(u.catalog.services))
 		a.names = a.names[:0]
 		for name, gen := range u.catalog.services {
@@ -346,6 +356,14 @@ func (a *assembler) apply(u update) {
 		}
 		st.index = u.service.index
 		st.svc = &Service{Name: u.service.name, Instances: u.service.instances, Unroutable: u.service.unroutable}
+		a.answered[u.service.name] = true
+		a.noteArrival(u.service.at)
+	}
+}
+
+func (a *assembler) noteArrival(at time.Time) {
+	if a.oldest.IsZero() || at.Before(a.oldest) {
+		a.oldest = at
 	}
 }
 
@@ -354,8 +372,24 @@ func (a *assembler) apply(u update) {
 // while an opted-in service has not answered, so readiness never means
 // partial routes. After that a newly opted-in service joins once it answers.
 func (a *assembler) build() *Snapshot {
+	changed := a.oldest
+	a.oldest = time.Time{}
+	defer clear(a.answered)
 	if !a.haveCatalog {
 		return nil
+	}
+	// Keep the pointer consumers already know for a service whose new
+	// answer says the same: they reuse what they built for it.
+	if a.last != nil {
+		for name := range a.answered {
+			st := a.services[name]
+			if st == nil || st.svc == nil {
+				continue
+			}
+			if prev := a.last.Service(name); prev != st.svc && prev.Equal(st.svc) {
+				st.svc = prev
+			}
+		}
 	}
 	snap := &Snapshot{Services: make([]*Service, 0, len(a.names)), Index: a.catalogIndex}
 	for _, name := range a.names {
@@ -366,15 +400,13 @@ func (a *assembler) build() *Snapshot {
 			}
 			continue
 		}
-		// Keep the pointer the consumers already know when nothing changed.
-		if a.last != nil {
-			if prev := a.last.Service(name); prev != st.svc && prev.Equal(st.svc) {
-				st.svc = prev
-			}
-		}
 		snap.Services = append(snap.Services, st.svc)
 		snap.Index = max(snap.Index, st.index)
 	}
 	snap.Built = time.Now()
+	snap.Changed = changed
+	if changed.IsZero() {
+		snap.Changed = snap.Built
+	}
 	return snap
 }
