@@ -13,7 +13,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hopgate/hopgate/discovery"
-	"github.com/hopgate/hopgate/gateway/balance"
 )
 
 // Gateway holds the current routing table. Apply swaps in a new one for
@@ -57,31 +56,26 @@ func New(opts Options) *Gateway {
 	if !opts.NoMetrics {
 		g.metrics = newMetrics(g)
 	}
-	g.builder = tableBuilder{
-		metrics:  g.metrics,
-		log:      opts.Logger.Named("routes"),
-		settings: &g.settings,
-		now:      opts.Now,
-		stats:    balance.NewRegistry(),
-		states:   map[routeKey]*routeState{},
-	}
+	g.builder = newTableBuilder(opts.Logger.Named("routes"), &g.settings, opts.Now, g.metrics)
 	g.table.Store(&Table{})
 	return g
 }
 
 // Apply builds the routing table for snap and makes it current. It is meant
-// to be discovery's publish callback, called from one goroutine.
+// to be discovery's publish callback, called from one goroutine. Its cost
+// follows what changed since the last snapshot, not the size of the table.
 func (g *Gateway) Apply(snap *discovery.Snapshot) {
-	t := g.builder.build(snap)
+	t, fresh := g.builder.build(snap)
 	now := g.now()
-	for _, r := range t.routes {
+	// Routes that stand keep their panic state; WatchHealth follows them.
+	for _, r := range fresh {
 		r.updatePanic(now, g.settings.PanicThreshold)
 	}
 	g.table.Store(t)
 	g.applied.Store(now.UnixNano())
 	g.metrics.applied(snap.Built, time.Now())
 	g.log.Info("routes applied", "index", snap.Index, "services", len(snap.Services),
-		"instances", snap.Instances(), "routes", len(t.routes))
+		"instances", snap.Instances(), "routes", len(t.routes), "changed_routes", len(fresh))
 }
 
 // Metrics are the gateway's Prometheus metrics; nil with

@@ -157,25 +157,44 @@ func (rm *routeMetrics) upstream(key string, ep *balance.Endpoint) *upstreamMetr
 }
 
 // prune forgets the instances that left the route, and their series.
+// Series are deleted by their exact labels: a partial-match delete scans
+// every series of a metric, which would make one instance leaving cost as
+// much as the whole table.
 func (rm *routeMetrics) prune(keep map[string]bool) {
 	for key, um := range rm.upstreams {
 		if !keep[key] {
 			delete(rm.upstreams, key)
-			l := prometheus.Labels{"route": rm.name, "instance": um.instance, "node": um.node}
-			rm.m.upstreamDuration.Delete(l)
-			rm.m.attempts.DeletePartialMatch(l)
+			rm.dropUpstream(um)
 		}
 	}
 }
 
-// drop deletes every series of a route that left the table.
+func (rm *routeMetrics) dropUpstream(um *upstreamMetrics) {
+	rm.m.upstreamDuration.DeleteLabelValues(rm.name, um.instance, um.node)
+	for o := range um.attempts {
+		if um.attempts[o].c.Load() != nil {
+			rm.m.attempts.DeleteLabelValues(rm.name, um.instance, um.node, outcomeNames[o])
+		}
+	}
+}
+
+// drop deletes every series of a route that left the table, by their exact
+// labels (see prune).
 func (rm *routeMetrics) drop() {
-	l := prometheus.Labels{"route": rm.name}
-	rm.m.requests.DeletePartialMatch(l)
-	rm.m.duration.DeletePartialMatch(l)
-	rm.m.upstreamDuration.DeletePartialMatch(l)
-	rm.m.attempts.DeletePartialMatch(l)
-	rm.m.retries.DeletePartialMatch(l)
+	for mc := range rm.requests {
+		for sc := range rm.requests[mc] {
+			if rm.requests[mc][sc].c.Load() != nil {
+				rm.m.requests.DeleteLabelValues(rm.name, telemetry.MethodClassName(mc), telemetry.StatusClassName(sc))
+			}
+		}
+	}
+	rm.m.duration.DeleteLabelValues(rm.name)
+	for _, r := range retryReasons {
+		rm.m.retries.DeleteLabelValues(rm.name, r.String())
+	}
+	for _, um := range rm.upstreams {
+		rm.dropUpstream(um)
+	}
 }
 
 // observeRequest records one answered request. route is nil for a 404.

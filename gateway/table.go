@@ -3,13 +3,8 @@ package gateway
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strings"
-	"time"
 
-	"github.com/hashicorp/go-hclog"
-	"github.com/hopgate/hopgate/discovery"
-	"github.com/hopgate/hopgate/discovery/routetag"
 	"github.com/hopgate/hopgate/gateway/balance"
 )
 
@@ -37,7 +32,8 @@ type Route struct {
 }
 
 // Table is an immutable routing table. A new one is built for every
-// snapshot and swapped in atomically, so lookups take no lock.
+// snapshot and swapped in atomically, so lookups take no lock. Tables share
+// the routes and maps that did not change between them (see tableBuilder).
 type Table struct {
 	byHost  map[string]routesByPrefix
 	anyHost routesByPrefix
@@ -111,177 +107,6 @@ func canonicalHost(h string) string {
 		}
 	}
 	return h
-}
-
-// tagCache remembers parsed route tags between builds so a bad tag is
-// reported once, when it first appears, not on every snapshot.
-type tagCache map[string]parsedTag
-
-type parsedTag struct {
-	route  routetag.Route
-	policy routePolicy
-	err    error
-}
-
-// tableBuilder turns snapshots into tables. It is used by one goroutine.
-type tableBuilder struct {
-	log      hclog.Logger
-	settings *Settings
-	now      func() time.Time
-	tags     tagCache
-	stats    *balance.Registry        // per instance, across tables
-	states   map[routeKey]*routeState // per route, across tables
-	metrics  *Metrics                 // nil without metrics
-}
-
-// routeKey identifies a route across instances: the same host and prefix
-// from several instances is one route.
-type routeKey struct{ host, prefix string }
-
-// build makes the routing table for a snapshot. Each instance contributes to
-// the routes its own tags name, so a deploy that changes a route moves
-// traffic instance by instance.
-func (b *tableBuilder) build(snap *discovery.Snapshot) *Table {
-	now := b.now()
-	seen := make(tagCache, len(b.tags))
-	routes := map[routeKey]*Route{}
-	used := map[string]bool{}
-	for _, svc := range snap.Services {
-		for i := range svc.Instances {
-			inst := &svc.Instances[i]
-			weight, ok := b.routable(inst)
-			if !ok {
-				continue
-			}
-			var ep *balance.Endpoint
-			for _, value := range routetag.Values(inst.Tags) {
-				rt, policy, ok := b.parse(seen, svc.Name, value)
-				if !ok {
-					continue
-				}
-				key := routeKey{rt.Host, rt.PathPrefix}
-				r := routes[key]
-				if r == nil {
-					r = &Route{
-						Name:       rt.Host + rt.PathPrefix,
-						Host:       rt.Host,
-						PathPrefix: rt.PathPrefix,
-						Strip:      rt.Strip(),
-						Service:    svc.Name,
-						Unroutable: svc.Unroutable,
-						policy:     policy,
-					}
-					routes[key] = r
-				}
-				if r.Service != svc.Name {
-					// Services come in name order, so the first claimant
-					// keeps the route on every build: no flapping.
-					b.log.Warn("route claimed by two services; keeping the first",
-						"route", r.Name, "kept", r.Service, "ignored", svc.Name)
-					continue
-				}
-				if r.policy != policy || r.Strip != rt.Strip() {
-					b.log.Warn("instances disagree on route options; keeping the first",
-						"route", r.Name, "service", svc.Name, "instance", inst.ID)
-				}
-				if ep == nil {
-					key := inst.Key()
-					used[key] = true
-					ep = &balance.Endpoint{Instance: inst, Addr: inst.HostPort(), Weight: weight,
-						Stats: b.stats.Get(key, now)}
-				}
-				r.Endpoints = append(r.Endpoints, ep)
-			}
-		}
-	}
-	b.tags = seen
-	b.stats.Prune(func(key string) bool { return used[key] })
-
-	t := &Table{byHost: map[string]routesByPrefix{}, anyHost: routesByPrefix{}, index: snap.Index}
-	states := make(map[routeKey]*routeState, len(routes))
-	for key, r := range routes {
-		r.picker = balance.New(r.policy.balance, r.Endpoints, b.now)
-		if r.state = b.states[key]; r.state == nil {
-			r.state = newRouteState(b.settings)
-			if b.metrics != nil {
-				r.state.metrics = b.metrics.newRouteMetrics(r.Name)
-			}
-		}
-		states[key] = r.state
-		if rm := r.state.metrics; rm != nil {
-			r.upstreams = make(map[*balance.Endpoint]*upstreamMetrics, len(r.Endpoints))
-			keep := make(map[string]bool, len(r.Endpoints))
-			for _, ep := range r.Endpoints {
-				k := ep.Instance.Key()
-				keep[k] = true
-				r.upstreams[ep] = rm.upstream(k, ep)
-			}
-			rm.prune(keep)
-		}
-		t.routes = append(t.routes, r)
-		if key.host == "" {
-			t.anyHost[key.prefix] = r
-			continue
-		}
-		m := t.byHost[key.host]
-		if m == nil {
-			m = routesByPrefix{}
-			t.byHost[key.host] = m
-		}
-		m[key.prefix] = r
-	}
-	for key, st := range b.states {
-		if states[key] == nil && st.metrics != nil {
-			st.metrics.drop() // the route is gone, and its series with it
-		}
-	}
-	b.states = states
-	slices.SortFunc(t.routes, func(a, b *Route) int {
-		if c := strings.Compare(a.Host, b.Host); c != 0 {
-			return c
-		}
-		return strings.Compare(a.PathPrefix, b.PathPrefix)
-	})
-	return t
-}
-
-// routable says whether an instance gets traffic, and with what weight:
-// passing instances always (Weights.Passing), warning ones only when the
-// gateway is told to use them (Weights.Warning; 0 means none).
-func (b *tableBuilder) routable(inst *discovery.Instance) (int, bool) {
-	switch {
-	case inst.Weight <= 0:
-		return 0, false
-	case inst.Health == discovery.Passing:
-		return inst.Weight, true
-	case inst.Health == discovery.Warning && b.settings.UseWarning:
-		return inst.Weight, true
-	}
-	return 0, false
-}
-
-// parse returns the parsed tag and its route policy, logging problems only
-// the first time a tag value is seen.
-func (b *tableBuilder) parse(seen tagCache, service, value string) (routetag.Route, routePolicy, bool) {
-	p, cached := b.tags[value]
-	if !cached {
-		if p, cached = seen[value]; !cached {
-			var warnings []string
-			p.route, warnings, p.err = routetag.Parse(value)
-			if p.err == nil {
-				p.policy, p.err = b.settings.policyFor(p.route.Options)
-			}
-			tag := routetag.Prefix + value
-			if p.err != nil {
-				b.log.Warn("route tag disabled", "service", service, "tag", tag, "error", p.err)
-			}
-			for _, w := range warnings {
-				b.log.Warn("route tag", "service", service, "tag", tag, "warning", w)
-			}
-		}
-	}
-	seen[value] = p
-	return p.route, p.policy, p.err == nil
 }
 
 // String is for logs and test failures.

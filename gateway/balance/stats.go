@@ -180,16 +180,17 @@ func decay(dt int64) float64 {
 // key (discovery.Instance.Key), so that a new table keeps the in-flight
 // counts and latency estimates of the instances it shares with the last.
 //
+// It counts references: whoever routes to an instance Acquires it and
+// Releases it when the instance leaves, so a table build touches only the
+// instances that changed, never the whole registry. An instance whose last
+// reference is released is forgotten: if it comes back it gets fresh Stats,
+// and so ramps up again under slow start.
+//
 // A Registry is not safe for concurrent use: only the goroutine that builds
 // the tables may call it (the Stats it hands out are safe anywhere). Its
 // zero value is ready to use.
-//
-// Use it mark-and-sweep: Get every instance of a new table, then Sweep to
-// forget those the table no longer holds (or Prune with the table's set). An instance that leaves and comes
-// back gets fresh Stats, and so ramps up again under slow start.
 type Registry struct {
-	m   map[string]*regEntry
-	gen uint64
+	m map[string]*regEntry
 }
 
 // NewRegistry returns an empty Registry (the zero value is one too).
@@ -197,13 +198,13 @@ func NewRegistry() *Registry { return &Registry{} }
 
 type regEntry struct {
 	stats *Stats
-	gen   uint64
+	refs  int
 }
 
-// Get returns the Stats of the instance key, starting new ones (first seen
-// at now) for an instance it does not hold, and marks key as in use for the
-// next Sweep.
-func (r *Registry) Get(key string, now time.Time) *Stats {
+// Acquire returns the Stats of the instance key and takes one reference to
+// them, starting new ones (first seen at now) for an instance it does not
+// hold.
+func (r *Registry) Acquire(key string, now time.Time) *Stats {
 	if r.m == nil {
 		r.m = map[string]*regEntry{}
 	}
@@ -212,30 +213,19 @@ func (r *Registry) Get(key string, now time.Time) *Stats {
 		e = &regEntry{stats: NewStats(now)}
 		r.m[key] = e
 	}
-	e.gen = r.gen
+	e.refs++
 	return e.stats
 }
 
-// Sweep forgets every instance not passed to Get since the last Sweep and
-// returns how many it forgot.
-func (r *Registry) Sweep() int {
-	n := 0
-	for k, e := range r.m {
-		if e.gen != r.gen {
-			delete(r.m, k)
-			n++
-		}
+// Release drops one reference taken by Acquire, and forgets the instance
+// with its last one.
+func (r *Registry) Release(key string) {
+	e := r.m[key]
+	if e == nil {
+		return
 	}
-	r.gen++
-	return n
-}
-
-// Prune forgets every instance for which keep returns false.
-func (r *Registry) Prune(keep func(key string) bool) {
-	for k := range r.m {
-		if !keep(k) {
-			delete(r.m, k)
-		}
+	if e.refs--; e.refs <= 0 {
+		delete(r.m, key)
 	}
 }
 

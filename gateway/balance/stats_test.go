@@ -131,28 +131,34 @@ func TestStatsConcurrent(t *testing.T) {
 
 func TestRegistry(t *testing.T) {
 	r := NewRegistry()
-	a := r.Get("n/a", t0)
-	b := r.Get("n/b", t0)
-	if r.Get("n/a", t0.Add(time.Minute)) != a {
-		t.Fatal("Get of a known key made new Stats")
+	a := r.Acquire("n/a", t0)
+	b := r.Acquire("n/b", t0)
+	// A second holder of a: the same Stats, the first time kept.
+	if r.Acquire("n/a", t0.Add(time.Minute)) != a {
+		t.Fatal("Acquire of a known key made new Stats")
 	}
 	if !a.Since().Equal(t0) {
-		t.Errorf("Since = %v, want the first Get's time", a.Since())
+		t.Errorf("Since = %v, want the first Acquire's time", a.Since())
 	}
-	if n := r.Sweep(); n != 0 || r.Len() != 2 {
-		t.Fatalf("first sweep dropped %d, kept %d; want 0, 2", n, r.Len())
+	if r.Len() != 2 {
+		t.Fatalf("Len = %d, want 2", r.Len())
 	}
-	// Next build holds only a.
-	r.Get("n/a", t0.Add(time.Minute))
-	if n := r.Sweep(); n != 1 || r.Len() != 1 {
-		t.Fatalf("sweep dropped %d, kept %d; want 1, 1", n, r.Len())
+	r.Release("n/a")
+	if r.Len() != 2 || r.Acquire("n/a", t0) != a {
+		t.Fatal("a forgotten while still held once")
 	}
-	if r.Get("n/b", t0.Add(2*time.Minute)) == b {
+	r.Release("n/a")
+	r.Release("n/a")
+	r.Release("n/b")
+	if r.Len() != 0 {
+		t.Fatalf("Len = %d after every release, want 0", r.Len())
+	}
+	if r.Acquire("n/b", t0.Add(2*time.Minute)) == b {
 		t.Error("b came back with its old Stats; want fresh ones (slow start again)")
 	}
-	r.Prune(func(key string) bool { return key == "n/b" })
-	if r.Len() != 1 || r.Get("n/a", t0) == a {
-		t.Error("Prune kept a")
+	r.Release("n/unknown") // harmless
+	if r.Len() != 1 {
+		t.Errorf("Len = %d, want 1", r.Len())
 	}
 }
 
