@@ -73,7 +73,7 @@ func (g *Gateway) Apply(snap *discovery.Snapshot) {
 	}
 	g.table.Store(t)
 	g.applied.Store(now.UnixNano())
-	g.metrics.applied(snap.Built, time.Now())
+	g.metrics.applied(snap, time.Now())
 	g.log.Info("routes applied", "index", snap.Index, "services", len(snap.Services),
 		"instances", snap.Instances(), "routes", len(t.routes), "changed_routes", len(fresh))
 }

@@ -81,7 +81,7 @@ func newMetrics(gw *Gateway) *Metrics {
 	}, []string{"route", "reason"})
 	m.routeUpdate = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "hopgate_discovery_route_update_seconds",
-		Help:    "Time from discovery building a snapshot out of Consul's answer to the gateway's routing table for it being in force.",
+		Help:    "Time from discovery receiving Consul's answer at a new index to the gateway's routing table for it being in force.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	})
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.attempts, m.retries, m.routeUpdate,
@@ -239,13 +239,19 @@ func (m *Metrics) observeRetry(route *Route, reason outcome) {
 	}
 }
 
-// applied records a table put in force for a snapshot built at built.
-func (m *Metrics) applied(built, done time.Time) {
-	if m == nil || built.IsZero() {
+// applied records a table put in force at done for snap. The route-update
+// latency runs from the arrival of Consul's answer (snap.Changed), so that
+// it includes discovery's coalescing and assembly, not only the table build.
+func (m *Metrics) applied(snap *discovery.Snapshot, done time.Time) {
+	if m == nil || snap.Built.IsZero() {
 		return
 	}
-	m.built.Store(built.UnixNano())
-	m.routeUpdate.Observe(done.Sub(built).Seconds())
+	m.built.Store(snap.Built.UnixNano())
+	changed := snap.Changed
+	if changed.IsZero() { // a snapshot made by hand
+		changed = snap.Built
+	}
+	m.routeUpdate.Observe(done.Sub(changed).Seconds())
 }
 
 // SetDiscovery gives the metrics discovery's state, read at scrape time.

@@ -253,3 +253,17 @@ func BenchmarkRecordRequest(b *testing.B) {
 		gw.metrics.observeRequest(ctx, r, "GET", 200, start)
 	}
 }
+
+// The route-update latency runs from the arrival of Consul's answer
+// (Snapshot.Changed), not from the snapshot's assembly (Built).
+func TestRouteUpdateRunsFromConsulsAnswer(t *testing.T) {
+	gw := New(Options{})
+	snap := snapshot(&discovery.Service{Name: "web", Instances: []discovery.Instance{instance("w-1", 1, "/")}})
+	now := time.Now()
+	snap.Changed, snap.Built = now.Add(-300*time.Millisecond), now.Add(-time.Millisecond)
+	gw.Apply(snap)
+	body := scrape(t, NewAdmin(gw, AdminOptions{}), false)
+	if v, ok := value(body, `hopgate_discovery_route_update_seconds_sum`); !ok || v < 0.3 || v > 5 {
+		t.Errorf("route update latency = %v, want about 300ms (Consul answered 300ms before Apply)", v)
+	}
+}
