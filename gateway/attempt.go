@@ -75,8 +75,8 @@ func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 		}
 	}()
 	route := ex.route
-	streamed := &attemptBody{ReadCloser: req.Body} // for bodies not buffered
-	ex.streamed = streamed
+	ex.streamed.ReadCloser = req.Body // for bodies not buffered
+	streamed := &ex.streamed
 	// held is the last retryable answer (a 502/503/504), kept until a
 	// better one comes: if no instance is left to try, it is the client's.
 	var held *http.Response
@@ -251,9 +251,11 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 		return nil, err
 	}
 	rtt := time.Since(start)
-	span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
-	if resp.StatusCode >= 500 {
-		span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
+	if span.IsRecording() {
+		span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
+		if resp.StatusCode >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
+		}
 	}
 	// The span, the in-flight count and the attempt's context end when the
 	// body has been copied to the client, so they cover the whole exchange.

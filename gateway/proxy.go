@@ -137,7 +137,9 @@ type exchange struct {
 	cancel    context.CancelFunc
 	streaming atomic.Bool  // headers arrived: the timer is the body's
 	trusted   bool         // the peer is a trusted proxy
-	streamed  *attemptBody // the request body when it streams through
+	streamed  attemptBody // the request body when it streams through
+	rec       statusRecorder
+	triedBuf  [2]*balance.Endpoint // tried's room for most requests
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -171,8 +173,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sanitizeConnection(r.Header)
 
-	rec := &statusRecorder{ResponseWriter: w}
+	// One allocation for the request's state, its response recorder and
+	// its first attempts.
 	ex := &exchange{route: route, span: span, trusted: trusted}
+	ex.tried = ex.triedBuf[:0]
+	ex.rec.ResponseWriter = w
+	rec := &ex.rec
 	switch {
 	case err != nil:
 		span.AddEvent("refused at the edge", trace.WithAttributes(attribute.String("hopgate.reason", err.Error())))
@@ -181,20 +187,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(rec, "hopgate: no route for "+r.Host+r.URL.Path, http.StatusNotFound)
 	default:
 		filterUpgrade(r.Header, route.policy.websocket)
-		p.serveRoute(rec, r.WithContext(ctx), ex)
+		p.serveRoute(ctx, rec, r, ex)
 	}
 
 	status := rec.status()
-	span.SetAttributes(semconv.HTTPResponseStatusCode(status))
-	if status >= 500 {
-		span.SetStatus(codes.Error, http.StatusText(status))
+	if span.IsRecording() {
+		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
 	}
 	p.gw.metrics.observeRequest(ctx, route, r.Method, status, start)
 	p.logRequest(ctx, r, ex, status, start)
 }
 
-// serveRoute applies the route's limits and timeout, then proxies.
-func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, ex *exchange) {
+// serveRoute applies the route's limits and timeout, then proxies. ctx is
+// r's context with the gateway's span: the request is given it once, as
+// it is proxied.
+func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *exchange) {
 	route := ex.route
 	st := route.state
 	inflight := st.inflight.Add(1)
@@ -205,7 +215,7 @@ func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, ex *exchange)
 	}
 	st.budget.request(p.gw.now())
 
-	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), ctxKey{}, ex))
+	ctx, cancel := context.WithCancel(context.WithValue(ctx, ctxKey{}, ex))
 	defer cancel()
 	ex.cancel = cancel
 	if !isUpgrade(r) {
@@ -443,7 +453,7 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, new(*http.MaxBytesError)):
 		status = http.StatusRequestEntityTooLarge
 		msg = "hopgate: " + errBodyTooBig.Error()
-	case ex.streamed != nil && ex.streamed.bad.Load():
+	case ex.streamed.bad.Load():
 		status = http.StatusBadRequest
 		msg = "hopgate: malformed request body"
 	case errors.Is(err, balance.ErrNoEndpoint):
