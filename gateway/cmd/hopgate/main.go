@@ -31,6 +31,9 @@ import (
 // usageError is a problem with flags or environment: exit status 2.
 type usageError struct{ error }
 
+// defaultGCPercent is the gateway's GOGC unless the environment sets one.
+const defaultGCPercent = 400
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "probe" {
 		os.Exit(backend.Probe("hopgate", os.Args[2:], os.Stderr))
@@ -41,6 +44,13 @@ func main() {
 		signals := make(chan os.Signal, 4)
 		signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 		os.Exit(join.Main(os.Args[2:], signals, os.Stdin, os.Stdout, os.Stderr))
+	}
+	if os.Getenv("GOGC") == "" {
+		// Nearly all the gateway allocates is per-request state that dies
+		// within the request: collecting it a quarter as often costs a few
+		// MB of heap and buys about a tenth of the CPU per request.
+		// GOGC in the environment still decides.
+		debug.SetGCPercent(defaultGCPercent)
 	}
 	err := run(os.Args[1:], os.Stderr)
 	switch {
