@@ -18,7 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
-	semconv "go.opentelemetry.io/otel/semconv/v1.23.0"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -184,20 +184,11 @@ func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error)
 // attempt sends one try to ep.
 func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome) (*http.Response, error) {
 	ctx, span := p.tracer.Start(req.Context(), req.Method, trace.WithSpanKind(trace.SpanKindClient))
-	if span.IsRecording() {
-		// Attributes cost allocations: only for spans that go somewhere.
-		inst := ep.Instance
-		span.SetAttributes(
-			semconv.HTTPRequestMethodKey.String(req.Method),
-			semconv.ServerAddress(inst.Address),
-			semconv.ServerPort(inst.Port),
-			semconv.URLFull("http://"+ep.Addr+req.URL.RequestURI()),
-			attrService.String(ex.route.Service),
-			attrInstanceID.String(inst.ID),
-			attrNode.String(inst.Node),
-			attrAttempt.Int(ex.attempts))
-		if ex.attempts > 1 {
-			span.SetAttributes(semconv.HTTPRequestResendCount(ex.attempts-1), attrRetry.String(why.String()))
+	// Attributes cost allocations: only for spans that go somewhere, and
+	// all at once when the attempt has its answer.
+	setAttributes := func(status int, err error) {
+		if span.IsRecording() {
+			span.SetAttributes(clientAttributes(ex.attrBuf(), req, ex, ep, why, status, err)...)
 		}
 	}
 
@@ -244,18 +235,16 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 		}
 		ep.Stats.End(time.Since(start), 0, true)
 		cancel()
+		setAttributes(0, err)
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		span.SetAttributes(semconv.ErrorTypeKey.String(errorType(err)))
 		span.End()
 		return nil, err
 	}
 	rtt := time.Since(start)
-	if span.IsRecording() {
-		span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
-		if resp.StatusCode >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
-		}
+	setAttributes(resp.StatusCode, nil)
+	if resp.StatusCode >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
 	}
 	// The span, the in-flight count and the attempt's context end when the
 	// body has been copied to the client, so they cover the whole exchange.
@@ -273,6 +262,30 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	}
 	resp.Body = &attemptResponse{ReadCloser: resp.Body, ex: ex, done: done}
 	return resp, nil
+}
+
+// clientAttributes appends an attempt span's attributes to attrs: the
+// instance chosen, why this is a retry, and the answer's status or the
+// error's type.
+func clientAttributes(attrs []attribute.KeyValue, req *http.Request, ex *exchange, ep *balance.Endpoint,
+	why outcome, status int, err error) []attribute.KeyValue {
+	inst := ep.Instance
+	attrs = append(attrs,
+		semconv.HTTPRequestMethodKey.String(req.Method),
+		semconv.ServerAddress(inst.Address),
+		semconv.ServerPort(inst.Port),
+		semconv.URLFull("http://"+ep.Addr+req.URL.RequestURI()),
+		attrService.String(ex.route.Service),
+		attrInstanceID.String(inst.ID),
+		attrNode.String(inst.Node),
+		attrAttempt.Int(ex.attempts))
+	if ex.attempts > 1 {
+		attrs = append(attrs, semconv.HTTPRequestResendCount(ex.attempts-1), attrRetry.String(why.String()))
+	}
+	if err != nil {
+		return append(attrs, semconv.ErrorTypeKey.String(errorType(err)))
+	}
+	return append(attrs, semconv.HTTPResponseStatusCode(status))
 }
 
 // passiveHealth feeds one attempt's outcome to outlier detection.

@@ -135,11 +135,14 @@ type exchange struct {
 	timer     *time.Timer
 	deadline  time.Time // of the route timeout
 	cancel    context.CancelFunc
-	streaming atomic.Bool  // headers arrived: the timer is the body's
-	trusted   bool         // the peer is a trusted proxy
+	streaming atomic.Bool // headers arrived: the timer is the body's
+	trusted   bool        // the peer is a trusted proxy
 	streamed  attemptBody // the request body when it streams through
 	rec       statusRecorder
 	triedBuf  [2]*balance.Endpoint // tried's room for most requests
+	// attrs is room for one span's attributes at a time (spans copy what
+	// they are given), made for requests whose spans record.
+	attrs []attribute.KeyValue
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -159,11 +162,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			route = p.gw.Table().Match(r.Host, routePath)
 		}
-	}
-	if span.IsRecording() {
-		// Attributes cost allocations: only for spans that go somewhere.
-		span.SetName(spanName(r, route))
-		span.SetAttributes(serverAttributes(r, route)...)
 	}
 	if !trusted {
 		// Forwarding headers from an untrusted peer are replaced by the
@@ -192,7 +190,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	status := rec.status()
 	if span.IsRecording() {
-		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+		// Attributes cost allocations: only for spans that go somewhere,
+		// and all at once, so the span copies them once.
+		span.SetName(spanName(r, route))
+		span.SetAttributes(serverAttributes(ex.attrBuf(), r, route, status)...)
 		if status >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(status))
 		}
@@ -298,6 +299,14 @@ func (p *Proxy) bufferBody(r *http.Request, ex *exchange) error {
 	return nil
 }
 
+// attrBuf returns the exchange's room for span attributes, emptied.
+func (ex *exchange) attrBuf() []attribute.KeyValue {
+	if ex.attrs == nil {
+		ex.attrs = make([]attribute.KeyValue, 0, 12)
+	}
+	return ex.attrs[:0]
+}
+
 // getBody is the buffered body anew, for a request sent again.
 func (ex *exchange) getBody() (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(ex.body)), nil
@@ -352,13 +361,14 @@ func (p *Proxy) normalizeRequest(r *http.Request) (string, error) {
 	return routePath, nil
 }
 
-func serverAttributes(r *http.Request, route *Route) []attribute.KeyValue {
-	attrs := []attribute.KeyValue{
+// serverAttributes appends the server span's attributes to attrs.
+func serverAttributes(attrs []attribute.KeyValue, r *http.Request, route *Route, status int) []attribute.KeyValue {
+	attrs = append(attrs,
 		semconv.HTTPRequestMethodKey.String(r.Method),
 		semconv.URLPath(r.URL.Path),
 		semconv.ServerAddress(r.Host),
 		semconv.URLScheme(scheme(r)),
-	}
+		semconv.HTTPResponseStatusCode(status))
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		attrs = append(attrs, semconv.ClientAddress(host))
 	}
