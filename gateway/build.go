@@ -52,10 +52,22 @@ func (r *Route) key() routeKey { return routeKey{r.Host, r.PathPrefix} }
 // candidate is used (copied into the table) only while the service owns
 // its route. Immutable once built: a changed service gets a new one.
 type serviceRoutes struct {
-	svc    *discovery.Service
-	routes map[routeKey]*Route // candidates: no picker, state or metrics
-	held   []string            // instance keys whose Stats it holds in the Registry
-	tags   tagCache            // the route tags of its instances, parsed
+	// routes are the candidates (no picker, state or metrics), one per
+	// route key. A slice: a service names few routes, and a map per
+	// service would cost more than it saves.
+	routes []*Route
+	held   []string // instance keys whose Stats it holds in the Registry
+	tags   tagCache // the route tags of its instances, parsed
+}
+
+// route returns the candidate for key, or nil.
+func (sr *serviceRoutes) route(key routeKey) *Route {
+	for _, r := range sr.routes {
+		if r.key() == key {
+			return r
+		}
+	}
+	return nil
 }
 
 // liveRoute is a route in force and the candidate it was made from: while
@@ -66,13 +78,24 @@ type liveRoute struct {
 }
 
 // tagCache remembers parsed route tags between builds of a service so a bad
-// tag is reported once, when it first appears, not on every change.
-type tagCache map[string]parsedTag
+// tag is reported once, when it first appears, not on every change. A
+// slice, searched in order, for the same reason as serviceRoutes.routes.
+type tagCache []parsedTag
 
 type parsedTag struct {
+	value  string // as written after routetag.Prefix
 	route  routetag.Route
 	policy routePolicy
 	err    error
+}
+
+func (c tagCache) find(value string) (parsedTag, bool) {
+	for _, p := range c {
+		if p.value == value {
+			return p, true
+		}
+	}
+	return parsedTag{}, false
 }
 
 func newTableBuilder(log hclog.Logger, settings *Settings, now func() time.Time, metrics *Metrics) tableBuilder {
@@ -151,8 +174,9 @@ func (b *tableBuilder) update(name string, svc *discovery.Service, dirty map[rou
 		delete(b.services, name)
 	}
 	if old != nil {
-		for key := range old.routes {
-			if next.routes[key] == nil {
+		for _, r := range old.routes {
+			key := r.key()
+			if next.route(key) == nil {
 				b.unclaim(key, name)
 			}
 			dirty[key] = true
@@ -163,8 +187,9 @@ func (b *tableBuilder) update(name string, svc *discovery.Service, dirty map[rou
 			b.stats.Release(k)
 		}
 	}
-	for key := range next.routes {
-		if old == nil || old.routes[key] == nil {
+	for _, r := range next.routes {
+		key := r.key()
+		if old == nil || old.route(key) == nil {
 			b.claim(key, name)
 		}
 		dirty[key] = true
@@ -175,7 +200,7 @@ func (b *tableBuilder) update(name string, svc *discovery.Service, dirty map[rou
 // instances, reusing the tags its last contribution parsed.
 func (b *tableBuilder) contribution(svc *discovery.Service, old *serviceRoutes) *serviceRoutes {
 	now := b.now()
-	sr := &serviceRoutes{svc: svc, routes: map[routeKey]*Route{}, tags: tagCache{}}
+	sr := &serviceRoutes{}
 	var known tagCache
 	if old != nil {
 		known = old.tags
@@ -188,12 +213,11 @@ func (b *tableBuilder) contribution(svc *discovery.Service, old *serviceRoutes) 
 		}
 		var ep *balance.Endpoint // one per instance, shared by its routes
 		for _, value := range routetag.Values(inst.Tags) {
-			rt, policy, ok := b.parse(known, sr.tags, svc.Name, value)
+			rt, policy, ok := b.parse(known, &sr.tags, svc.Name, value)
 			if !ok {
 				continue
 			}
-			key := routeKey{rt.Host, rt.PathPrefix}
-			r := sr.routes[key]
+			r := sr.route(routeKey{rt.Host, rt.PathPrefix})
 			if r == nil {
 				r = &Route{
 					Name:       rt.Host + rt.PathPrefix,
@@ -204,7 +228,7 @@ func (b *tableBuilder) contribution(svc *discovery.Service, old *serviceRoutes) 
 					Unroutable: svc.Unroutable,
 					policy:     policy,
 				}
-				sr.routes[key] = r
+				sr.routes = append(sr.routes, r)
 			} else if r.policy != policy || r.Strip != rt.Strip() {
 				b.log.Warn("instances disagree on route options; keeping the first",
 					"route", r.Name, "service", svc.Name, "instance", inst.ID)
@@ -269,7 +293,7 @@ func (b *tableBuilder) settle(dirty map[routeKey]bool) map[routeKey]*Route {
 			}
 			continue
 		}
-		cand := b.services[names[0]].routes[key]
+		cand := b.services[names[0]].route(key)
 		if live && cur.from == cand {
 			continue // same owner, same instances: the route stands
 		}
@@ -428,10 +452,11 @@ func (b *tableBuilder) routable(inst *discovery.Instance) (int, bool) {
 // parse returns the parsed tag and its route policy, from known (the
 // service's last contribution) or seen (this one) when it is there, and
 // logs problems only when a tag value is parsed, the first time it is seen.
-func (b *tableBuilder) parse(known, seen tagCache, service, value string) (routetag.Route, routePolicy, bool) {
-	p, cached := seen[value]
+func (b *tableBuilder) parse(known tagCache, seen *tagCache, service, value string) (routetag.Route, routePolicy, bool) {
+	p, cached := seen.find(value)
 	if !cached {
-		if p, cached = known[value]; !cached {
+		if p, cached = known.find(value); !cached {
+			p.value = value
 			var warnings []string
 			p.route, warnings, p.err = routetag.Parse(value)
 			if p.err == nil {
@@ -445,7 +470,7 @@ func (b *tableBuilder) parse(known, seen tagCache, service, value string) (route
 				b.log.Warn("route tag", "service", service, "tag", tag, "warning", w)
 			}
 		}
-		seen[value] = p
+		*seen = append(*seen, p)
 	}
 	return p.route, p.policy, p.err == nil
 }

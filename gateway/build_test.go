@@ -337,40 +337,38 @@ func BenchmarkTableBuild(b *testing.B) {
 	for i := range base {
 		base[i] = svc(i, 10000)
 	}
-	for _, metrics := range []bool{true, false} {
-		b.Run(fmt.Sprintf("one_changed/metrics=%v", metrics), func(b *testing.B) {
-			gw := New(Options{NoMetrics: !metrics})
-			gw.Apply(&discovery.Snapshot{Services: base})
-			// Two versions of service 500 (all instances, or one of them
-			// critical), swapped in turn: each build has one change.
-			flapped := svc(500, 10000)
-			flapped.Instances, flapped.Unroutable = flapped.Instances[1:], 1
-			snaps := [2]*discovery.Snapshot{{Services: slices.Clone(base)}, {Services: slices.Clone(base)}}
-			snaps[1].Services[500] = flapped
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				i++
-				gw.Apply(snaps[i%2])
-			}
-		})
-		b.Run(fmt.Sprintf("all_changed/metrics=%v", metrics), func(b *testing.B) {
-			// Every instance of every service moves to another port, and
-			// back: each build redoes all 1,000 services, as a build from
-			// scratch does.
-			other := make([]*discovery.Service, services)
-			for i := range other {
-				other[i] = svc(i, 20000)
-			}
-			snaps := [2]*discovery.Snapshot{{Services: base}, {Services: other}}
-			gw := New(Options{NoMetrics: !metrics})
-			gw.Apply(snaps[0])
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				i++
-				gw.Apply(snaps[i%2])
-			}
-		})
-	}
+	b.Run("one_changed", func(b *testing.B) {
+		gw := New(Options{})
+		gw.Apply(&discovery.Snapshot{Services: base})
+		// Two versions of service 500 (all instances, or one of them
+		// critical), swapped in turn: each build has one change.
+		flapped := svc(500, 10000)
+		flapped.Instances, flapped.Unroutable = flapped.Instances[1:], 1
+		snaps := [2]*discovery.Snapshot{{Services: slices.Clone(base)}, {Services: slices.Clone(base)}}
+		snaps[1].Services[500] = flapped
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			i++
+			gw.Apply(snaps[i%2])
+		}
+	})
+	b.Run("all_changed", func(b *testing.B) {
+		// Every instance of every service moves to another port, and
+		// back: each build redoes all 1,000 services, as a build from
+		// scratch does.
+		other := make([]*discovery.Service, services)
+		for i := range other {
+			other[i] = svc(i, 20000)
+		}
+		snaps := [2]*discovery.Snapshot{{Services: base}, {Services: other}}
+		gw := New(Options{})
+		gw.Apply(snaps[0])
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			i++
+			gw.Apply(snaps[i%2])
+		}
+	})
 }
