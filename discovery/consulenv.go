@@ -57,6 +57,15 @@ func ConsulConfig() (*api.Config, error) {
 			Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3,
 		},
 	}).DialContext
+	// The watcher holds one blocking query, so one connection, per watched
+	// service, and each connection goes back to the idle pool between an
+	// answer and the next query. consul/api's pool keeps GOMAXPROCS+1 per
+	// host: when many answers come at once (startup, a burst of changes) it
+	// closes most of those connections and dials them again. Let the pool
+	// keep as many as there are watches; any left idle for IdleConnTimeout
+	// (90s) are still closed.
+	cfg.Transport.MaxIdleConns = 0 // no total cap
+	cfg.Transport.MaxIdleConnsPerHost = maxIdleConsulConns
 	// Building a client loads the TLS material and the token file: do it on
 	// a copy, to report a bad file here, and hand back the pristine config.
 	probe := *cfg
@@ -65,6 +74,10 @@ func ConsulConfig() (*api.Config, error) {
 	}
 	return cfg, nil
 }
+
+// maxIdleConsulConns caps the idle connections to the agent, far above any
+// number of services the watcher is likely to watch.
+const maxIdleConsulConns = 1 << 14
 
 // checkConsulAddr validates an agent address in any form api.NewClient
 // accepts.

@@ -53,6 +53,9 @@ func TestConsulConfig(t *testing.T) {
 			t.Errorf("%v: nil config", tt.env)
 		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 			t.Errorf("%v: err = %v, want one containing %q", tt.env, err, tt.want)
+		case err == nil && (cfg.Transport.MaxIdleConns != 0 || cfg.Transport.MaxIdleConnsPerHost < 1000):
+			t.Errorf("%v: idle pool %d, %d per host: want room for a connection per watched service",
+				tt.env, cfg.Transport.MaxIdleConns, cfg.Transport.MaxIdleConnsPerHost)
 		}
 	}
 }
