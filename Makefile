@@ -18,7 +18,7 @@ CONSUL_BIN ?= $(or $(shell command -v consul),$(BIN)/consul)
 JAEGER_BIN ?= $(or $(shell command -v jaeger),$(BIN)/jaeger)
 export CONSUL_BIN JAEGER_BIN
 
-.PHONY: all build tools run test test-e2e loadtest fuzz vet clean help images images-offline test-docker bench bench-go
+.PHONY: all build tools run test test-e2e loadtest fuzz vet clean help images images-offline test-docker bench bench-go bench-discovery
 
 all: build
 
@@ -31,6 +31,7 @@ help:
 	@echo "make images-offline  build stand-ins for the Consul and Jaeger images from bin/ (no registry needed)"
 	@echo "make bench  hopgate beside haproxy and nginx under wrk (installs them with apt-get when missing; ~3 min)"
 	@echo "make bench-go  the Go micro-benchmarks of the gateway and the balancers"
+	@echo "make bench-discovery  1,000 services x 5 instances in a real Consul, one flapping: route-update latency, Consul requests, memory (~1 min)"
 
 build: $(BIN)/hopgate $(BIN)/hello
 
@@ -144,6 +145,16 @@ bench: $(BIN)/hopgate $(CONSUL_BIN)
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hopgate-bench ./deploy/bench
 	$(BIN)/hopgate-bench -bin $(BIN) -consul $(CONSUL_BIN) $$(test -x $(JAEGER_BIN) && echo -jaeger $(JAEGER_BIN)) $(BENCH_ARGS)
+
+# Discovery at scale (deploy/bench/discovery): a Consul dev agent with 1,000
+# opted-in services of 5 instances, one instance flapping every second, the
+# real watcher and gateway in this process; it prints the route-update
+# latency, the gateway's Consul requests per flap, the table build cost and
+# memory. A benchmark, not a test; flags through BENCH_DISCOVERY_ARGS, e.g.
+# BENCH_DISCOVERY_ARGS='-services 2000 -d 60s'.
+BENCH_DISCOVERY_ARGS ?=
+bench-discovery: $(CONSUL_BIN)
+	$(GO) test -run '^$$' -bench '^BenchmarkDiscoveryAtScale$$' -benchtime 1x -timeout 15m ./deploy/bench/discovery/ -args $(BENCH_DISCOVERY_ARGS)
 
 # The Go micro-benchmarks, a fixed number of iterations to stay short.
 BENCHTIME ?= 2000x
