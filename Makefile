@@ -150,11 +150,12 @@ bench: $(BIN)/hopgate $(CONSUL_BIN)
 # opted-in services of 5 instances, one instance flapping every second, the
 # real watcher and gateway in this process; it prints the route-update
 # latency, the gateway's Consul requests per flap, the table build cost and
-# memory. A benchmark, not a test; flags through BENCH_DISCOVERY_ARGS, e.g.
+# memory, then runs bin/hopgate through the same flaps for its own memory. A
+# benchmark, not a test; flags through BENCH_DISCOVERY_ARGS, e.g.
 # BENCH_DISCOVERY_ARGS='-services 2000 -d 60s'.
 BENCH_DISCOVERY_ARGS ?=
-bench-discovery: $(CONSUL_BIN)
-	$(GO) test -run '^$$' -bench '^BenchmarkDiscoveryAtScale$$' -benchtime 1x -timeout 15m ./deploy/bench/discovery/ -args $(BENCH_DISCOVERY_ARGS)
+bench-discovery: $(BIN)/hopgate $(CONSUL_BIN)
+	$(GO) test -run '^$$' -bench '^BenchmarkDiscoveryAtScale$$' -benchtime 1x -timeout 15m ./deploy/bench/discovery/ -args -hopgate $(BIN)/hopgate $(BENCH_DISCOVERY_ARGS)
 
 # The Go micro-benchmarks, a fixed number of iterations to stay short.
 BENCHTIME ?= 2000x

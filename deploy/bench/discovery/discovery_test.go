@@ -28,18 +28,22 @@
 package discoverybench
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,6 +63,7 @@ var (
 	flapEvery  = flag.Duration("every", time.Second, "time between two flips of its check")
 	connLimit  = flag.Int("conns-per-client", 4096, "the agent's limits.http_max_conns_per_client (0: Consul's default, 200)")
 	smallPool  = flag.Bool("small-idle-pool", false, "give the gateway's Consul client consul/api's default idle pool (GOMAXPROCS+1 per host), to compare")
+	hopgateBin = flag.String("hopgate", "", "then run this hopgate `binary` on the same Consul through as many flaps, and report its memory")
 )
 
 func BenchmarkDiscoveryAtScale(b *testing.B) {
@@ -116,6 +121,11 @@ func BenchmarkDiscoveryAtScale(b *testing.B) {
 	fmt.Println()
 	fmt.Printf("memory: VmRSS %.1f MB (%.1f MB before the gateway started), VmHWM %.1f MB; Go heap in use %.1f MB; %d goroutines\n",
 		rss.rss/1e6, rssBefore.rss/1e6, rss.hwm/1e6, float64(ms.HeapInuse)/1e6, runtime.NumGoroutine())
+
+	if *hopgateBin != "" {
+		fmt.Println()
+		runBinary(b, agent, *hopgateBin, *flapFor, *flapEvery)
+	}
 
 	b.ReportMetric(percentile(flaps.total, 0.50).Seconds()*1e3, "p50-ms")
 	b.ReportMetric(percentile(flaps.total, 0.99).Seconds()*1e3, "p99-ms")
@@ -448,11 +458,101 @@ func measure(f func()) cost {
 	}
 }
 
+// runBinary runs the hopgate binary on the agent until it is ready, flips
+// the same check every interval for d, and prints the binary's memory (with
+// its own GOGC and settings, not this process's) and the mean of its
+// route-update metric over the flips.
+func runBinary(b *testing.B, agent *consultest.Agent, bin string, d, every time.Duration) {
+	ports := consultest.FreePorts(b, 2)
+	admin := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	logPath := filepath.Join(b.TempDir(), "hopgate.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "-listen", fmt.Sprintf("127.0.0.1:%d", ports[0]), "-admin", admin,
+		"-access-log=false", "-drain", "0s", "-shutdown-timeout", "2s", "-log-level", "warn")
+	cmd.Env = append(os.Environ(), agent.Env()...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("starting %s: %v", bin, err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	consultest.Eventually(b, 5*time.Minute, "hopgate ready", func() error {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("/readyz %s", resp.Status)
+		}
+		return nil
+	})
+	fmt.Printf("%s ready in %v\n", bin, time.Since(start).Round(time.Millisecond))
+	ready := scrape(b, "http://"+admin+"/metrics")
+
+	client := agent.Client()
+	status := api.HealthCritical
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	flips := 0
+	for end := time.Now().Add(d); time.Now().Before(end); <-tick.C {
+		if err := client.Agent().UpdateTTL(checkID(flapping(), 0), "", status); err != nil {
+			b.Fatalf("UpdateTTL: %v", err)
+		}
+		flips++
+		if status == api.HealthCritical {
+			status = api.HealthPassing
+		} else {
+			status = api.HealthCritical
+		}
+	}
+	time.Sleep(time.Second) // the last flip applied
+
+	m := readRSSOf(b, fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	metrics := scrape(b, "http://"+admin+"/metrics")
+	// The route updates since it was ready: the flips, not the first table.
+	count := metrics["hopgate_discovery_route_update_seconds_count"] - ready["hopgate_discovery_route_update_seconds_count"]
+	sum := metrics["hopgate_discovery_route_update_seconds_sum"] - ready["hopgate_discovery_route_update_seconds_sum"]
+	fmt.Printf("  after %d flips: VmRSS %.1f MB, VmHWM %.1f MB; Go heap in use %.1f MB; %.0f route updates, mean %.2f ms\n",
+		flips, m.rss/1e6, m.hwm/1e6, metrics["go_memstats_heap_inuse_bytes"]/1e6, count, sum/max(count, 1)*1e3)
+	b.ReportMetric(m.rss/1e6, "hopgate-rss-MB")
+}
+
+// scrape reads the unlabelled samples of a Prometheus text page.
+func scrape(b *testing.B, url string) map[string]float64 {
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatalf("scraping %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
 type memory struct{ rss, hwm float64 } // bytes
 
 // readRSS reads this process's resident set and its peak from /proc.
-func readRSS(b *testing.B) memory {
-	data, err := os.ReadFile("/proc/self/status")
+func readRSS(b *testing.B) memory { return readRSSOf(b, "/proc/self/status") }
+
+func readRSSOf(b *testing.B, status string) memory {
+	data, err := os.ReadFile(status)
 	if err != nil {
 		b.Fatalf("reading memory use: %v", err)
 	}
