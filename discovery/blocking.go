@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -101,6 +102,9 @@ func poll[T any](ctx context.Context, w *Watcher, what string,
 			failures++
 			delay = backoff(failures, w.cfg.MaxBackoff)
 			w.noteError(err)
+			if w.connectionLimit(err) {
+				continue // explained once for all watches
+			}
 			w.log.Warn("consul query failed; keeping the last data", "watch", what,
 				"attempt", failures, "retry_in", delay.Round(time.Millisecond), "error", err)
 			continue
@@ -120,6 +124,27 @@ func poll[T any](ctx context.Context, w *Watcher, what string,
 }
 
 var errNoMeta = errors.New("consul answered without query metadata")
+
+// connectionLimit reports whether err is Consul refusing a connection over
+// its per-client limit (limits.http_max_conns_per_client, 200 by default),
+// and says so, with the remedy, at most once a minute for all watches: each
+// opted-in service's watch holds a connection of its own, so past the limit
+// hundreds of watches fail together, and the services they miss keep the
+// gateway from becoming ready.
+func (w *Watcher) connectionLimit(err error) bool {
+	var se api.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusTooManyRequests {
+		return false
+	}
+	now := time.Now().UnixNano()
+	last := w.limitWarning.Load()
+	if now-last >= int64(time.Minute) && w.limitWarning.CompareAndSwap(last, now) {
+		w.log.Error("consul refuses connections over its per-client limit; the gateway holds one per "+
+			"opted-in service: raise limits { http_max_conns_per_client } on the agent above the number "+
+			"of watches (these keep retrying)", "watches", w.watches.Load()+1, "error", err)
+	}
+	return true
+}
 
 // backoff is the delay after the n-th consecutive failure: 250ms doubling up
 // to limit, jittered downwards by up to 20% so that watches that failed

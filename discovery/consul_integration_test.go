@@ -254,3 +254,44 @@ func TestWatcherWithConsul(t *testing.T) {
 		t.Errorf("status after the restart: %+v", st)
 	}
 }
+
+// TestWatcherExplainsConsulConnectionLimit runs more watches than a real
+// agent lets one address hold: the refusals are explained once, with the
+// remedy, instead of a warning per watch per retry.
+func TestWatcherExplainsConsulConnectionLimit(t *testing.T) {
+	agent := consultest.StartWith(t, consultest.Options{HCL: `limits { http_max_conns_per_client = 12 }`})
+	a := testAgent{t, agent.Client()}
+	const services = 16
+	for i := range services {
+		a.register(fmt.Sprintf("s%d-1", i), fmt.Sprintf("s%d", i), 9000+i, nil, routetag.Prefix+fmt.Sprintf("/s%d", i))
+	}
+	rec := &recorder{}
+	w := startRealWatcher(t, agent.Client(), rec)
+
+	const explained = "consul refuses connections over its per-client limit"
+	consultest.Eventually(t, 20*time.Second, "the limit explained", func() error {
+		if !strings.Contains(rec.log(), explained) {
+			return fmt.Errorf("not yet; status %+v", w.Status())
+		}
+		return nil
+	})
+	// Retries go on (every 500 ms here) but say nothing more.
+	consultest.Eventually(t, 20*time.Second, "refusals retried", func() error {
+		if n := w.Status().Errors; n < 3*services {
+			return fmt.Errorf("%d failed queries so far", n)
+		}
+		return nil
+	})
+	logs := rec.log()
+	if n := strings.Count(logs, explained); n != 1 {
+		t.Errorf("the limit was explained %d times, want once a minute", n)
+	}
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, "consul query failed") && strings.Contains(line, "429") {
+			t.Fatalf("refusals over the limit were also logged one by one: %s", line)
+		}
+	}
+	if st := w.Status(); st.Ready || !strings.Contains(st.LastError, "429") {
+		t.Errorf("status %+v: want not ready, with the 429 as last error", st)
+	}
+}

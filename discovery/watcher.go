@@ -87,6 +87,9 @@ type Watcher struct {
 
 	statusMu sync.Mutex // serialises writers; readers only Load
 	status   atomic.Pointer[Status]
+
+	watches      atomic.Int64 // service watches running, one connection each
+	limitWarning atomic.Int64 // unix nanoseconds of the last connection-limit warning
 }
 
 // NewWatcher returns a watcher for cfg, with defaults filled in.
@@ -242,7 +245,11 @@ func (w *Watcher) watchCatalog(ctx context.Context, out chan<- update) {
 			sctx, cancel := context.WithCancel(ctx)
 			watches[name] = watch{gen: set[name], cancel: cancel}
 			g := set[name]
-			wg.Go(func() { w.watchService(sctx, name, g, out) })
+			w.watches.Add(1)
+			wg.Go(func() {
+				defer w.watches.Add(-1)
+				w.watchService(sctx, name, g, out)
+			})
 		}
 		return true
 	})
