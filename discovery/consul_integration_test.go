@@ -287,7 +287,7 @@ func TestWatcherExplainsConsulConnectionLimit(t *testing.T) {
 		t.Errorf("the limit was explained %d times, want once a minute", n)
 	}
 	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, "consul query failed") && strings.Contains(line, "429") {
+		if strings.Contains(line, "consul query failed") && strings.Contains(line, "response code: 429") {
 			t.Fatalf("refusals over the limit were also logged one by one: %s", line)
 		}
 	}
