@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -47,8 +48,9 @@ type Transport struct {
 	// when taken from the pool, for a close by its instance.
 	StaleCheckAfter time.Duration
 
-	mu   sync.Mutex
-	idle map[string][]*upstreamConn // per instance address, most recent last
+	mu       sync.Mutex
+	idle     map[string][]*upstreamConn // per instance address, most recent last
+	sweeping bool                       // a sweep of expired connections is due
 }
 
 // maxResponseHead bounds an instance's status line and headers, as the
@@ -230,11 +232,46 @@ func (t *Transport) put(c *upstreamConn) {
 	} else {
 		t.idle[c.addr] = conns
 	}
+	if !t.sweeping {
+		t.sweeping = true
+		time.AfterFunc(t.IdleTimeout/2, t.sweep)
+	}
 	t.mu.Unlock()
 	if expired != nil {
 		expired.conn.Close()
 	}
 	if c != nil {
+		c.conn.Close()
+	}
+}
+
+// sweep closes the connections idle for longer than IdleTimeout and
+// forgets instances left with none: an instance that left the routing
+// table is never asked for a connection again, so its idle ones would
+// otherwise stay open for good. It runs every half IdleTimeout while any
+// connection idles.
+func (t *Transport) sweep() {
+	now := time.Now()
+	var expired []*upstreamConn
+	t.mu.Lock()
+	for addr, conns := range t.idle {
+		n := 0 // oldest first: the expired ones lead
+		for n < len(conns) && now.Sub(conns[n].idleSince) >= t.IdleTimeout {
+			n++
+		}
+		expired = append(expired, conns[:n]...)
+		if n == len(conns) {
+			delete(t.idle, addr)
+		} else if n > 0 {
+			t.idle[addr] = slices.Clone(conns[n:])
+		}
+	}
+	t.sweeping = len(t.idle) > 0
+	if t.sweeping {
+		time.AfterFunc(t.IdleTimeout/2, t.sweep)
+	}
+	t.mu.Unlock()
+	for _, c := range expired {
 		c.conn.Close()
 	}
 }

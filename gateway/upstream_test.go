@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -374,4 +375,32 @@ func TestTransportCancelClosesConnection(t *testing.T) {
 	if _, err := tr.RoundTrip(req); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
+}
+
+// An instance that leaves is never asked for a connection again: its idle
+// connections must still close once they have idled IdleTimeout.
+func TestTransportClosesIdleConnectionsOfGoneInstances(t *testing.T) {
+	var closed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	tr := NewTransport()
+	tr.IdleTimeout = 100 * time.Millisecond
+	get(t, tr, srv.URL+"/")
+	consultest.Eventually(t, 10*time.Second, "the idle connection closed", func() error {
+		tr.mu.Lock()
+		n := len(tr.idle)
+		tr.mu.Unlock()
+		if closed.Load() != 1 || n != 0 {
+			return fmt.Errorf("%d connections closed, %d instances in the pool", closed.Load(), n)
+		}
+		return nil
+	})
 }
