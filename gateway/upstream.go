@@ -123,7 +123,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// when the request is safe to repeat. A fresh connection's failure
 		// is the instance's.
 		if c.reused && (c.written == 0 || c.answered == 0 && isIdempotent(req)) && ctx.Err() == nil {
-			if req, err = rewind(req); err == nil {
+			if again, rerr := rewind(req); rerr == nil {
+				req = again
 				continue
 			}
 		}
