@@ -387,8 +387,10 @@ func (c *upstreamConn) writeRequest(req *http.Request) error {
 			w.WriteString("\r\n")
 		}
 	}
-	if req.ContentLength > 0 || req.ContentLength == 0 && req.Method != http.MethodGet &&
-		req.Method != http.MethodHead && req.Body != nil && req.Body != http.NoBody {
+	// As Go's transport does: servers may refuse (411) a POST, PUT or PATCH
+	// that does not say its body is empty.
+	if req.ContentLength > 0 || req.ContentLength == 0 && (req.Method == http.MethodPost ||
+		req.Method == http.MethodPut || req.Method == http.MethodPatch) {
 		w.WriteString("Content-Length: ")
 		w.Write(strconv.AppendInt(w.AvailableBuffer(), req.ContentLength, 10))
 		w.WriteString("\r\n")

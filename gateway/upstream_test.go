@@ -152,6 +152,17 @@ func TestTransportSendsBufferedBody(t *testing.T) {
 	if got := string(b); got != "PUT 12 name=hopgate" {
 		t.Errorf("upstream saw %q", got)
 	}
+	// An empty POST says so, as some servers require.
+	req, _ = http.NewRequest("POST", srv.URL+"/", nil)
+	resp, err = tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := string(b); got != "POST 0 " {
+		t.Errorf("empty POST: upstream saw %q", got)
+	}
 	// A body without GetBody streams: the standard transport carries it.
 	req, _ = http.NewRequest("POST", srv.URL+"/", io.NopCloser(strings.NewReader("streamed")))
 	req.ContentLength = -1
