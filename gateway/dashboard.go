@@ -113,7 +113,7 @@ func dashboardView(gw *Gateway, opts AdminOptions, now time.Time) DashboardDoc {
 			di := DashInstance{InstanceDoc: in, Ejected: in.EjectedUntil != nil}
 			if r != nil && j < len(r.Endpoints) && r.Endpoints[j].Instance.ID == in.ID {
 				if um := r.upstreams[r.Endpoints[j]]; um != nil {
-					di.Rate = sampleRate(&um.rate, um.duration, now)
+					di.Rate = sampleRate(&um.rate, um.duration.load(), now)
 				}
 			}
 			dr.Instances = append(dr.Instances, di)

@@ -114,7 +114,7 @@ type routeMetrics struct {
 // upstreamMetrics are the handles of one instance on one route.
 type upstreamMetrics struct {
 	instance, node string
-	duration       prometheus.Observer
+	duration       lazyObserver // made by the first attempt: ~2 KB an instance
 	exemplars      telemetry.Exemplars
 	attempts       [len(outcomeNames)]lazyCounter
 	rate           rateSample // guarded by Metrics.rateMu
@@ -135,6 +135,29 @@ func (l *lazyCounter) get(vec *prometheus.CounterVec, labels ...string) promethe
 	return c
 }
 
+// lazyObserver is lazyCounter for a histogram: at thousands of instances,
+// histograms made before any traffic would be most of the gateway's heap.
+type lazyObserver struct {
+	o atomic.Pointer[prometheus.Observer]
+}
+
+func (l *lazyObserver) get(vec *prometheus.HistogramVec, labels ...string) prometheus.Observer {
+	if o := l.o.Load(); o != nil {
+		return *o
+	}
+	o := vec.WithLabelValues(labels...)
+	l.o.CompareAndSwap(nil, &o)
+	return o
+}
+
+// load returns the histogram, nil before its first use.
+func (l *lazyObserver) load() prometheus.Observer {
+	if o := l.o.Load(); o != nil {
+		return *o
+	}
+	return nil
+}
+
 func (m *Metrics) newRouteMetrics(name string) *routeMetrics {
 	rm := &routeMetrics{m: m, name: name, duration: m.duration.WithLabelValues(name),
 		upstreams: map[string]*upstreamMetrics{}}
@@ -150,8 +173,7 @@ func (rm *routeMetrics) upstream(key string, ep *balance.Endpoint) *upstreamMetr
 	if um := rm.upstreams[key]; um != nil {
 		return um
 	}
-	um := &upstreamMetrics{instance: ep.Instance.ID, node: ep.Instance.Node,
-		duration: rm.m.upstreamDuration.WithLabelValues(rm.name, ep.Instance.ID, ep.Instance.Node)}
+	um := &upstreamMetrics{instance: ep.Instance.ID, node: ep.Instance.Node}
 	rm.upstreams[key] = um
 	return um
 }
@@ -170,7 +192,9 @@ func (rm *routeMetrics) prune(keep map[string]bool) {
 }
 
 func (rm *routeMetrics) dropUpstream(um *upstreamMetrics) {
-	rm.m.upstreamDuration.DeleteLabelValues(rm.name, um.instance, um.node)
+	if um.duration.load() != nil {
+		rm.m.upstreamDuration.DeleteLabelValues(rm.name, um.instance, um.node)
+	}
 	for o := range um.attempts {
 		if um.attempts[o].c.Load() != nil {
 			rm.m.attempts.DeleteLabelValues(rm.name, um.instance, um.node, outcomeNames[o])
@@ -224,7 +248,8 @@ func (m *Metrics) observeAttempt(ctx context.Context, route *Route, ep *balance.
 	now := time.Now()
 	rm := route.state.metrics
 	um.attempts[o].get(m.attempts, rm.name, um.instance, um.node, outcomeNames[o]).Inc()
-	um.exemplars.Observe(um.duration, now.Sub(start).Seconds(), trace.SpanContextFromContext(ctx), now)
+	duration := um.duration.get(m.upstreamDuration, rm.name, um.instance, um.node)
+	um.exemplars.Observe(duration, now.Sub(start).Seconds(), trace.SpanContextFromContext(ctx), now)
 }
 
 // observeRetry counts a retry and its reason.
@@ -376,26 +401,18 @@ const minRateWindow = 900 * time.Millisecond
 // sampleRate updates s from histogram h at now and returns the figures.
 func sampleRate(s *rateSample, h prometheus.Observer, now time.Time) Rate {
 	if s.at.IsZero() || now.Sub(s.at) >= minRateWindow {
-		if metric, ok := h.(prometheus.Metric); ok {
-			var d dto.Metric
-			if metric.Write(&d) == nil && d.Histogram != nil {
-				count := d.Histogram.GetSampleCount()
-				buckets := make([]uint64, len(d.Histogram.Bucket))
-				for i, b := range d.Histogram.Bucket {
-					buckets[i] = b.GetCumulativeCount()
+		if count, buckets, ok := histogramCounts(h); ok {
+			if !s.at.IsZero() && count >= s.count && len(buckets) == len(s.buckets) {
+				dt := now.Sub(s.at).Seconds()
+				n := count - s.count
+				s.rps = float64(n) / dt
+				s.p99 = 0
+				if n > 0 {
+					s.p99 = quantile(0.99, n, telemetry.LatencyBuckets, buckets, s.buckets)
 				}
-				if !s.at.IsZero() && count >= s.count && len(buckets) == len(s.buckets) {
-					dt := now.Sub(s.at).Seconds()
-					n := count - s.count
-					s.rps = float64(n) / dt
-					s.p99 = 0
-					if n > 0 {
-						s.p99 = quantile(0.99, n, telemetry.LatencyBuckets, buckets, s.buckets)
-					}
-					s.ok = true
-				}
-				s.at, s.count, s.buckets = now, count, buckets
+				s.ok = true
 			}
+			s.at, s.count, s.buckets = now, count, buckets
 		}
 	}
 	r := Rate{RPS: s.rps}
@@ -404,6 +421,27 @@ func sampleRate(s *rateSample, h prometheus.Observer, now time.Time) Rate {
 		r.P99Ms = &ms
 	}
 	return r
+}
+
+// histogramCounts reads a latency histogram's count and cumulative bucket
+// counts. A histogram not made yet (nil: nothing observed) counts zero.
+func histogramCounts(h prometheus.Observer) (uint64, []uint64, bool) {
+	if h == nil {
+		return 0, make([]uint64, len(telemetry.LatencyBuckets)), true
+	}
+	metric, ok := h.(prometheus.Metric)
+	if !ok {
+		return 0, nil, false
+	}
+	var d dto.Metric
+	if metric.Write(&d) != nil || d.Histogram == nil {
+		return 0, nil, false
+	}
+	buckets := make([]uint64, len(d.Histogram.Bucket))
+	for i, b := range d.Histogram.Bucket {
+		buckets[i] = b.GetCumulativeCount()
+	}
+	return d.Histogram.GetSampleCount(), buckets, true
 }
 
 // quantile estimates the q quantile of the n observations between two
