@@ -415,3 +415,42 @@ func TestTransportClosesIdleConnectionsOfGoneInstances(t *testing.T) {
 		return nil
 	})
 }
+
+// Many requests at once share the pool: each connection serves one request
+// at a time, and no more connections are made than requests in flight.
+func TestTransportConcurrentRequests(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Query().Get("n"))
+	})
+	tr := NewTransport()
+	const workers, each = 16, 50
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				n := fmt.Sprint(w*each + i)
+				req, _ := http.NewRequest("GET", srv.URL+"/?n="+n, nil)
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(b) != n {
+					errs <- fmt.Errorf("asked for %s, got %q (%v): answers crossed", n, b, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n > workers {
+		t.Errorf("%d connections for %d requests in flight at most", n, workers)
+	}
+}
