@@ -153,6 +153,21 @@ func (s *stack) startGateway(extra ...string) {
 	s.admin = "127.0.0.1:" + strconv.Itoa(ports[1])
 	s.gateway = startProc(s.t, "gateway", filepath.Join(binDir, "hopgate"), s.env("hopgate"),
 		append([]string{"-listen", s.public, "-admin", s.admin}, extra...)...)
+	// The ports were free when chosen, not reserved: until the gateway
+	// holds them, a process started next (a hello on port 0) may take one.
+	consultest.Eventually(s.t, 30*time.Second, "gateway listening on "+s.public+" and "+s.admin, func() error {
+		if s.gateway.exited() {
+			s.t.Fatal("the gateway exited at start")
+		}
+		for _, addr := range []string{s.public, s.admin} {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err != nil {
+				return err
+			}
+			c.Close()
+		}
+		return nil
+	})
 }
 
 // startHello starts one more hello and returns its instance id.
