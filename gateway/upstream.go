@@ -67,28 +67,9 @@ var errResponseHeadTooLarge = errors.New("response headers too large")
 // connections, the route's connect timeout (carried in the request
 // context), no proxy from the environment (the gateway is the proxy).
 func NewTransport() *Transport {
-	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if ex, ok := ctx.Value(ctxKey{}).(*exchange); ok && ex.route.policy.connect > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, ex.route.policy.connect)
-			defer cancel()
-		}
-		return dialer.DialContext(ctx, network, addr)
-	}
 	return &Transport{
-		Fallback: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           dial,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			// A proxy passes encodings through; it does not ask for gzip
-			// on the client's behalf and then unpack it.
-			DisableCompression: true,
-		},
-		Dial:            dial,
+		Fallback:        newStandardTransport(),
+		Dial:            dialUpstream,
 		MaxIdlePerHost:  256,
 		IdleTimeout:     90 * time.Second,
 		StaleCheckAfter: time.Second,
@@ -97,10 +78,38 @@ func NewTransport() *Transport {
 
 // NewH2CTransport speaks HTTP/2 without TLS, as gRPC servers do.
 func NewH2CTransport() *http.Transport {
-	t := NewTransport().Fallback
+	t := newStandardTransport()
 	t.Protocols = new(http.Protocols)
 	t.Protocols.SetUnencryptedHTTP2(true)
 	return t
+}
+
+// newStandardTransport is Go's transport set up as the fast path is: for
+// what the fast path does not carry, and for h2c.
+func newStandardTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialUpstream,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// A proxy passes encodings through; it does not ask for gzip on
+		// the client's behalf and then unpack it.
+		DisableCompression: true,
+	}
+}
+
+var upstreamDialer = &net.Dialer{KeepAlive: 30 * time.Second}
+
+// dialUpstream connects to an instance within the route's connect timeout.
+func dialUpstream(ctx context.Context, network, addr string) (net.Conn, error) {
+	if ex, ok := ctx.Value(ctxKey{}).(*exchange); ok && ex.route.policy.connect > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ex.route.policy.connect)
+		defer cancel()
+	}
+	return upstreamDialer.DialContext(ctx, network, addr)
 }
 
 // RoundTrip implements http.RoundTripper.
