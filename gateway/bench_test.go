@@ -22,11 +22,7 @@ import (
 // response copy), with tracing and metrics off and on. Its allocs/op is the
 // figure the README quotes for the hot path.
 func BenchmarkProxy(b *testing.B) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "Hello from bench")
-	}))
-	defer backend.Close()
-	port := backend.Listener.Addr().(*net.TCPAddr).Port
+	port := benchBackend(b)
 	snap := snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("b", port, "/")}})
 	for _, tc := range []struct {
 		name      string
@@ -42,16 +38,7 @@ func BenchmarkProxy(b *testing.B) {
 			gw := New(Options{NoMetrics: tc.noMetrics})
 			gw.Apply(snap)
 			p := NewProxy(gw, tc.opts)
-			req := httptest.NewRequest("GET", "http://site/hello", nil)
-			req.RemoteAddr = "127.0.0.1:40000"
-			b.ReportAllocs()
-			for b.Loop() {
-				w := httptest.NewRecorder()
-				p.ServeHTTP(w, req)
-				if w.Code != 200 {
-					b.Fatalf("status %d", w.Code)
-				}
-			}
+			benchGET(b, p, "/hello")
 		})
 	}
 }
@@ -61,11 +48,7 @@ func BenchmarkProxy(b *testing.B) {
 // instances and 10,000 routes, the matched one with 1,000 instances
 // (all of them one real server, registered under distinct IDs).
 func BenchmarkProxyScale(b *testing.B) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "Hello from bench")
-	}))
-	defer backend.Close()
-	port := backend.Listener.Addr().(*net.TCPAddr).Port
+	port := benchBackend(b)
 	for _, size := range []struct{ routes, instances int }{{10, 3}, {10000, 1000}} {
 		b.Run(fmt.Sprintf("routes=%d,instances=%d", size.routes, size.instances), func(b *testing.B) {
 			var svcs []*discovery.Service
@@ -83,16 +66,7 @@ func BenchmarkProxyScale(b *testing.B) {
 			gw := New(Options{})
 			gw.Apply(snapshot(svcs...))
 			p := NewProxy(gw, ProxyOptions{TracerProvider: noop.NewTracerProvider(), Propagator: propagation.TraceContext{}})
-			req := httptest.NewRequest("GET", "http://site/svc/7/users/42", nil)
-			req.RemoteAddr = "127.0.0.1:40000"
-			b.ReportAllocs()
-			for b.Loop() {
-				w := httptest.NewRecorder()
-				p.ServeHTTP(w, req)
-				if w.Code != 200 {
-					b.Fatalf("status %d", w.Code)
-				}
-			}
+			benchGET(b, p, "/svc/7/users/42")
 		})
 	}
 }
@@ -105,21 +79,31 @@ func BenchmarkProxyTraced(b *testing.B) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))
 	defer collector.Close()
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "Hello from bench")
-	}))
-	defer backend.Close()
 	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(collector.URL+"/v1/traces"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
 	defer tp.Shutdown(context.Background())
-	port := backend.Listener.Addr().(*net.TCPAddr).Port
+	port := benchBackend(b)
 	gw := New(Options{})
 	gw.Apply(snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("b", port, "/")}}))
 	p := NewProxy(gw, ProxyOptions{TracerProvider: tp, Propagator: propagation.TraceContext{}})
-	req := httptest.NewRequest("GET", "http://site/hello", nil)
+	benchGET(b, p, "/hello")
+}
+
+// benchBackend is the upstream of the proxy benchmarks; it returns its port.
+func benchBackend(b *testing.B) int {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "Hello from bench")
+	}))
+	b.Cleanup(backend.Close)
+	return backend.Listener.Addr().(*net.TCPAddr).Port
+}
+
+// benchGET proxies GET path through p for the benchmark's iterations.
+func benchGET(b *testing.B, p *Proxy, path string) {
+	req := httptest.NewRequest("GET", "http://site"+path, nil)
 	req.RemoteAddr = "127.0.0.1:40000"
 	b.ReportAllocs()
 	for b.Loop() {
