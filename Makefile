@@ -160,7 +160,7 @@ bench-discovery: $(BIN)/hopgate $(CONSUL_BIN)
 # The Go micro-benchmarks, a fixed number of iterations to stay short.
 BENCHTIME ?= 2000x
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./gateway/ ./gateway/balance/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./gateway/ ./gateway/balance/ ./gateway/h1/
 
 clean:
 	rm -rf $(BIN)

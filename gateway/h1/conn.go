@@ -1,0 +1,414 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Connection states, as Shutdown sees them.
+const (
+	stateNew    int32 = iota // no request yet
+	stateIdle                // waiting for the next request
+	stateActive              // reading, serving or answering a request
+	stateClosed              // closed by Shutdown while idle
+)
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is one client connection. Its goroutine reads a request, runs the
+// handler and writes the answer, in turn; only the watch (see watchDelay)
+// runs beside it.
+type conn struct {
+	srv      *Server
+	rwc      net.Conn
+	remote   string
+	accepted int64 // unix nanos
+	state    atomic.Int32
+	ctx      context.Context // the connection's, carrying it for InfoOf
+	in       connReader
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	res      response // reused by every request
+
+	// What InfoOf reports of the request being served.
+	requests     int64
+	bothFramings bool
+
+	// The watch for a client leaving during a long request. mu guards
+	// what the watch and the connection's goroutine share.
+	watch     *time.Timer
+	mu        sync.Mutex
+	watchDone sync.Cond
+	serving   bool               // the handler runs
+	watching  bool               // the watch is reading
+	aborting  bool               // the watch's read is being cut short
+	cancel    context.CancelFunc // the request's context
+	hijacked  bool
+}
+
+// connReader reads the connection, first giving back the byte a watch
+// read ahead.
+type connReader struct {
+	c       *conn
+	hasByte bool
+	b       [1]byte
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if r.hasByte {
+		p[0], r.hasByte = r.b[0], false
+		return 1, nil
+	}
+	return r.c.rwc.Read(p)
+}
+
+func newConn(s *Server, rwc net.Conn) *conn {
+	c := &conn{srv: s, rwc: rwc, remote: rwc.RemoteAddr().String(), accepted: time.Now().UnixNano()}
+	c.ctx = context.WithValue(context.Background(), connKey{}, c)
+	c.in.c = c
+	c.br = bufio.NewReaderSize(&c.in, ioBufferSize)
+	c.bw = bufio.NewWriterSize(rwc, ioBufferSize)
+	c.res.c = c
+	c.res.header = make(http.Header)
+	c.watchDone.L = &c.mu
+	c.watch = time.AfterFunc(time.Hour, c.watchClient)
+	c.watch.Stop()
+	return c
+}
+
+func (c *conn) serve() {
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			c.srv.logger().Error("panic serving a request", "remote", c.remote, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+		c.stopWatch()
+		if !c.hijacked {
+			c.close()
+		}
+	}()
+	if d := c.srv.HeaderTimeout; d > 0 {
+		_ = c.rwc.SetReadDeadline(time.Now().Add(d))
+	}
+	for {
+		req, err := c.readRequest()
+		if err != nil {
+			c.refuse(err)
+			return
+		}
+		if !c.serveRequest(req) {
+			return
+		}
+		if !c.state.CompareAndSwap(stateActive, stateIdle) {
+			return
+		}
+		if c.srv.closed.Load() {
+			return // Shutdown came while this request was served
+		}
+		if d := c.srv.IdleTimeout; d > 0 {
+			_ = c.rwc.SetReadDeadline(time.Now().Add(d))
+		} else {
+			_ = c.rwc.SetReadDeadline(time.Time{})
+		}
+	}
+}
+
+// close flushes what is left and closes the connection.
+func (c *conn) close() {
+	_ = c.bw.Flush()
+	c.rwc.Close()
+	c.srv.untrackConn(c)
+	c.watch.Stop()
+}
+
+// lingeringClose sends what is left, half-closes and reads away what
+// the client still sends for a while, then closes: closing with unread
+// input makes the kernel reset the connection, and the client may lose
+// the answer it was sent.
+func (c *conn) lingeringClose() {
+	_ = c.bw.Flush()
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		_ = c.rwc.SetReadDeadline(time.Now().Add(lingerAfterClose))
+		_, _ = io.Copy(io.Discard, c.rwc)
+	}
+}
+
+// Errors of reading a request, each answered in refuse.
+var (
+	errHeadTooLarge = errors.New("request head too large")
+	errShutdown     = errors.New("shutting down")
+)
+
+// badRequest is a request that parsed but may not be served.
+type badRequest struct {
+	code int
+	text string
+}
+
+func (e badRequest) Error() string { return e.text }
+
+// readRequest waits for the next request and parses it.
+func (c *conn) readRequest() (*http.Request, error) {
+	if _, err := c.br.Peek(1); err != nil {
+		return nil, err
+	}
+	// Shutdown closes connections that are idle; one that is no longer
+	// idle finishes its request.
+	if st := c.state.Load(); st == stateClosed || !c.state.CompareAndSwap(st, stateActive) {
+		return nil, errShutdown
+	}
+	head, err := c.peekHead()
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.ReadRequest(c.br)
+	if err != nil {
+		return nil, err
+	}
+	c.requests++
+	// Go's parser keeps Transfer-Encoding and drops a Content-Length
+	// beside it; the head, still in the buffer, tells whether there was
+	// one.
+	c.bothFramings = len(req.TransferEncoding) > 0 && HeadHas(head, "Content-Length")
+	if req.ProtoMajor != 1 {
+		return nil, badRequest{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
+	}
+	// http.ReadRequest moved the Host header to req.Host: whether there
+	// was one is asked of the head when req.Host cannot tell.
+	if req.ProtoAtLeast(1, 1) && req.Method != http.MethodConnect && (req.Host == "" || req.URL.Host != "") && !HeadHas(head, "Host") {
+		return nil, badRequest{http.StatusBadRequest, "missing required Host header"}
+	}
+	if !httpguts.ValidHostHeader(req.Host) {
+		return nil, badRequest{http.StatusBadRequest, "malformed Host header"}
+	}
+	for k, vv := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, badRequest{http.StatusBadRequest, "invalid header name"}
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, badRequest{http.StatusBadRequest, "invalid header value"}
+			}
+		}
+	}
+	req.RemoteAddr = c.remote
+	return req, nil
+}
+
+// peekHead waits until the buffered input holds the whole head of the
+// next request and returns it, unparsed: http.ReadRequest then never
+// waits, and the raw head can be checked for what parsing hides. The
+// header timeout runs from here when the head is not all in yet.
+func (c *conn) peekHead() ([]byte, error) {
+	limit := c.srv.maxHeadBytes()
+	timed := c.state.Load() == stateNew // the first head's timer runs since the connection came
+	for {
+		buf, _ := c.br.Peek(c.br.Buffered())
+		if n := headLen(buf); n > 0 {
+			if n > limit {
+				return nil, errHeadTooLarge
+			}
+			return buf[:n], nil
+		}
+		if len(buf) >= limit {
+			return nil, errHeadTooLarge
+		}
+		if len(buf) == c.br.Size() {
+			// A head larger than the buffer: read on through a buffer
+			// that holds the largest allowed (rare; kept for the
+			// connection's life).
+			c.br = bufio.NewReaderSize(c.br, limit)
+			continue
+		}
+		if !timed && c.srv.HeaderTimeout > 0 {
+			_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.HeaderTimeout))
+			timed = true
+		}
+		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// headLen returns the length of the request head at the start of buf,
+// blank line included, or 0 when it is not all there. Lines end in LF,
+// with or without CR, as net/http reads them.
+func headLen(buf []byte) int {
+	for i := 0; ; {
+		nl := bytes.IndexByte(buf[i:], '\n')
+		if nl < 0 {
+			return 0
+		}
+		line := buf[i : i+nl]
+		i += nl + 1
+		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
+			return i
+		}
+	}
+}
+
+// HeadHas reports whether a raw request head, its request line first,
+// has a header named name.
+func HeadHas(head []byte, name string) bool {
+	first := true
+	for len(head) > 0 {
+		line := head
+		if nl := bytes.IndexByte(head, '\n'); nl >= 0 {
+			line, head = head[:nl], head[nl+1:]
+		} else {
+			head = nil
+		}
+		if first {
+			first = false // the request line
+			continue
+		}
+		if k, _, ok := bytes.Cut(line, []byte(":")); ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse answers a request that could not be read, when there is
+// someone to answer, and closes.
+func (c *conn) refuse(err error) {
+	var bad badRequest
+	switch {
+	case errors.As(err, &bad):
+	case errors.Is(err, errHeadTooLarge):
+		bad = badRequest{http.StatusRequestHeaderFieldsTooLarge, ""}
+	case errors.Is(err, errShutdown), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed), isNetError(err):
+		return // nobody to answer, or nothing worth answering
+	case strings.HasPrefix(err.Error(), "unsupported transfer encoding"):
+		bad = badRequest{http.StatusNotImplemented, "unsupported transfer encoding"}
+	default:
+		bad = badRequest{http.StatusBadRequest, ""}
+	}
+	msg := fmt.Sprintf("%d %s", bad.code, http.StatusText(bad.code))
+	if bad.text != "" {
+		msg += ": " + bad.text
+	}
+	fmt.Fprintf(c.bw, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", msg, len(msg), msg)
+	c.lingeringClose()
+}
+
+func isNetError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe)
+}
+
+// serveRequest runs the handler for req and finishes its answer. It
+// reports whether the connection may carry another request.
+func (c *conn) serveRequest(req *http.Request) bool {
+	w := &c.res
+	w.reset(req)
+	if expect := req.Header["Expect"]; len(expect) > 0 {
+		if !hasToken(expect, "100-continue") {
+			w.header.Set("Connection", "close")
+			w.WriteHeader(http.StatusExpectationFailed)
+			w.finish()
+			return false
+		}
+		if req.ProtoAtLeast(1, 1) && req.ContentLength != 0 {
+			w.expects100 = true
+			w.canContinue.Store(true)
+		}
+	}
+	if req.Body != http.NoBody {
+		// The body is read under the handler's own deadline (or none),
+		// not under the one that waited for the head.
+		_ = c.rwc.SetReadDeadline(time.Time{})
+		w.body = &body{rc: req.Body, res: w}
+		req.Body = w.body
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	req = req.WithContext(ctx)
+	w.req = req
+
+	c.mu.Lock()
+	c.serving, c.cancel = true, cancel
+	c.mu.Unlock()
+	c.watch.Reset(watchDelay)
+	c.srv.Handler.ServeHTTP(w, req)
+	c.stopWatch()
+	cancel()
+	if c.hijacked {
+		return false
+	}
+	w.finish()
+	if w.closeAfter || w.werr != nil {
+		if w.bodyLeft {
+			c.lingeringClose()
+		}
+		return false
+	}
+	return true
+}
+
+// watchClient runs watchDelay into a request: it reads the connection
+// until the client sends more (a pipelined request, kept for later) or
+// leaves, which cancels the request.
+func (c *conn) watchClient() {
+	c.mu.Lock()
+	if !c.serving || c.watching {
+		c.mu.Unlock()
+		return
+	}
+	if !c.res.bodyRead() {
+		// The handler still reads the body from the connection: look
+		// again later.
+		c.watch.Reset(watchDelay)
+		c.mu.Unlock()
+		return
+	}
+	c.watching = true
+	// Under the lock: stopWatch's deadline must come after this one.
+	_ = c.rwc.SetReadDeadline(time.Time{})
+	c.mu.Unlock()
+
+	n, err := c.rwc.Read(c.in.b[:])
+
+	c.mu.Lock()
+	if n == 1 {
+		c.in.hasByte = true
+	} else if err != nil && !c.aborting {
+		c.cancel()
+	}
+	c.watching = false
+	c.watchDone.Broadcast()
+	c.mu.Unlock()
+}
+
+// stopWatch ends the request's watch, cutting its read short.
+func (c *conn) stopWatch() {
+	c.watch.Stop()
+	c.mu.Lock()
+	c.serving = false
+	if c.watching {
+		c.aborting = true
+		_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+		for c.watching {
+			c.watchDone.Wait()
+		}
+		c.aborting = false
+	}
+	c.mu.Unlock()
+}
