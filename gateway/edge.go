@@ -12,7 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/netutil"
+
+	"github.com/hopgate/hopgate/gateway/h1"
 )
 
 // Trace-context trust at the edge (Settings.TraceContext).
@@ -179,20 +182,10 @@ func (c *edgeConn) chunkedHeadHas(line, name string) bool {
 			head = head[:end]
 			c.pos += end - len(line)
 		}
-		if headerNamed(head, "Transfer-Encoding") {
-			return headerNamed(head, name)
+		if h1.HeadHas(head, "Transfer-Encoding") {
+			return h1.HeadHas(head, name)
 		}
 	}
-}
-
-// headerNamed reports whether a raw request head has a header named name.
-func headerNamed(head []byte, name string) bool {
-	for _, l := range bytes.Split(head, []byte("\r\n"))[1:] {
-		if k, _, ok := bytes.Cut(l, []byte(":")); ok && strings.EqualFold(strings.TrimSpace(string(k)), name) {
-			return true
-		}
-	}
-	return false
 }
 
 type edgeListener struct {
@@ -208,21 +201,21 @@ func (l edgeListener) Accept() (net.Conn, error) {
 	return &edgeConn{Conn: c, limit: l.limit}, nil
 }
 
-// EdgeListener wraps the public listener: at most maxConns connections at
+// newEdgeListener wraps the public listener: at most maxConns connections at
 // once (0: no cap; the rest wait in the kernel's backlog), each watched so
 // the proxy can refuse smuggling attempts and count requests per
 // connection. headerBytes is the server's MaxHeaderBytes: enough of each
 // connection's recent input is kept to find a request head.
-func EdgeListener(ln net.Listener, maxConns, headerBytes int) net.Listener {
+func newEdgeListener(ln net.Listener, maxConns, headerBytes int) net.Listener {
 	if maxConns > 0 {
 		ln = netutil.LimitListener(ln, maxConns)
 	}
 	return edgeListener{Listener: ln, limit: headerBytes + 8<<10}
 }
 
-// EdgeConnContext is the http.Server ConnContext that makes the edge
+// edgeConnContext is the http.Server ConnContext that makes the edge
 // connection available to the proxy.
-func EdgeConnContext(ctx context.Context, c net.Conn) context.Context {
+func edgeConnContext(ctx context.Context, c net.Conn) context.Context {
 	if ec, ok := c.(*edgeConn); ok {
 		return context.WithValue(ctx, connKey{}, ec)
 	}
@@ -236,6 +229,24 @@ var (
 	errBodyTooBig = errors.New("request body larger than the route allows")
 )
 
+// connFacts is what the public connection showed of r beyond
+// http.Request, from whichever server read it; false for a request that
+// came another way (a handler called directly).
+func connFacts(r *http.Request) (h1.Info, bool) {
+	if info, ok := h1.InfoOf(r); ok {
+		return info, true
+	}
+	ec, _ := r.Context().Value(connKey{}).(*edgeConn)
+	if ec == nil {
+		return h1.Info{}, false
+	}
+	info := h1.Info{Requests: ec.requests.Add(1)}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		info.BothFramings = ec.chunkedHeadHas(r.Method+" "+r.RequestURI+" "+r.Proto+"\r\n", "Content-Length")
+	}
+	return info, true
+}
+
 // checkEdge refuses what must never reach an instance, before routing. It
 // returns the status and error to answer with, or 0.
 func (p *Proxy) checkEdge(w http.ResponseWriter, r *http.Request) (int, error) {
@@ -245,24 +256,23 @@ func (p *Proxy) checkEdge(w http.ResponseWriter, r *http.Request) (int, error) {
 	case r.URL.Opaque != "":
 		return http.StatusBadRequest, errOpaqueURL
 	}
-	ec, _ := r.Context().Value(connKey{}).(*edgeConn)
-	if ec == nil {
+	info, ok := connFacts(r)
+	if !ok {
 		return 0, nil
 	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
-		// Go's server drops a Content-Length sent beside Transfer-Encoding
-		// and carries on; RFC 9112 says such a request may be refused and
-		// its connection must be closed: a front proxy that framed it by
-		// Content-Length would see another request in its body. Chunked
-		// uploads close their connection either way: nothing left on it
-		// to confuse later.
+		// Go's parser drops a Content-Length sent beside
+		// Transfer-Encoding and carries on; RFC 9112 says such a request
+		// may be refused and its connection must be closed: a front
+		// proxy that framed it by Content-Length would see another
+		// request in its body. Chunked uploads close their connection
+		// either way: nothing left on it to confuse later.
 		w.Header().Set("Connection", "close")
-		line := r.Method + " " + r.RequestURI + " " + r.Proto + "\r\n"
-		if ec.chunkedHeadHas(line, "Content-Length") {
+		if info.BothFramings {
 			return http.StatusBadRequest, errSmuggling
 		}
 	}
-	if max := p.settings.MaxRequestsPerConn; max > 0 && ec.requests.Add(1) >= int64(max) {
+	if max := p.settings.MaxRequestsPerConn; max > 0 && info.Requests >= int64(max) {
 		w.Header().Set("Connection", "close")
 	}
 	return 0, nil
@@ -290,9 +300,36 @@ var DefaultServerSettings = ServerSettings{
 	MaxHeaderBytes: 32 << 10,
 }
 
-// NewPublicServer returns the public server for the proxy. Serve it on an
-// EdgeListener with the same MaxHeaderBytes.
-func NewPublicServer(h http.Handler, ss ServerSettings) *http.Server {
+// PublicOptions choose the public listener's protocols and bounds.
+type PublicOptions struct {
+	// TLSCert and TLSKey, PEM files, serve HTTPS (HTTP/2 included).
+	TLSCert, TLSKey string
+	// H2C also accepts HTTP/2 without TLS, by prior knowledge.
+	H2C bool
+	// MaxConns caps the connections open at once; the rest wait in the
+	// kernel's backlog. 0: no cap.
+	MaxConns int
+	// Logger gets the server's own errors (a panic, a failed accept).
+	Logger hclog.Logger
+}
+
+// PublicServer serves the proxy on the public listener. Plain HTTP/1.x,
+// the common case, is served by gateway/h1: one goroutine per connection
+// and nothing more per request. TLS and h2c, which need Go's HTTP/2, are
+// served by net/http, with the edge listener in front to see what its
+// parser hides.
+type PublicServer struct {
+	ln   net.Listener
+	own  *h1.Server
+	std  *http.Server
+	opts PublicOptions
+}
+
+// NewPublicServer returns the public server for h on ln.
+func NewPublicServer(ln net.Listener, h http.Handler, ss ServerSettings, opts PublicOptions) *PublicServer {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
 	if ss.BodyTimeout > 0 {
 		inner := h
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -304,11 +341,79 @@ func NewPublicServer(h http.Handler, ss ServerSettings) *http.Server {
 			inner.ServeHTTP(w, r)
 		})
 	}
-	return &http.Server{
+	s := &PublicServer{opts: opts}
+	if opts.TLSCert == "" && !opts.H2C {
+		s.own = &h1.Server{Handler: h, HeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
+			MaxHeaderBytes: ss.MaxHeaderBytes, Logger: opts.Logger}
+		if opts.MaxConns > 0 {
+			ln = netutil.LimitListener(ln, opts.MaxConns)
+		}
+		s.ln = ln
+		return s
+	}
+	s.std = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: ss.HeaderTimeout,
 		IdleTimeout:       ss.IdleTimeout,
 		MaxHeaderBytes:    ss.MaxHeaderBytes,
-		ConnContext:       EdgeConnContext,
+		ConnContext:       edgeConnContext,
+		ErrorLog:          opts.Logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
+	if opts.H2C {
+		s.std.Protocols = new(http.Protocols)
+		s.std.Protocols.SetHTTP1(true)
+		s.std.Protocols.SetUnencryptedHTTP2(true)
+		if opts.TLSCert != "" {
+			s.std.Protocols.SetHTTP2(true)
+		}
+	}
+	s.ln = newEdgeListener(ln, opts.MaxConns, ss.MaxHeaderBytes)
+	return s
+}
+
+// Addr is the listener's address.
+func (s *PublicServer) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve serves until Shutdown or Close, then returns nil.
+func (s *PublicServer) Serve() error {
+	var err error
+	switch {
+	case s.own != nil:
+		err = s.own.Serve(s.ln)
+	case s.opts.TLSCert != "":
+		err = s.std.ServeTLS(s.ln, s.opts.TLSCert, s.opts.TLSKey)
+	default:
+		err = s.std.Serve(s.ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Drain asks every client to close its connection after its answer, and
+// closes the idle ones, while requests go on being served.
+func (s *PublicServer) Drain() {
+	if s.own != nil {
+		s.own.SetKeepAlivesEnabled(false)
+	} else {
+		s.std.SetKeepAlivesEnabled(false)
+	}
+}
+
+// Shutdown stops accepting and waits for the requests in flight, until
+// ctx ends.
+func (s *PublicServer) Shutdown(ctx context.Context) error {
+	if s.own != nil {
+		return s.own.Shutdown(ctx)
+	}
+	return s.std.Shutdown(ctx)
+}
+
+// Close stops at once.
+func (s *PublicServer) Close() error {
+	if s.own != nil {
+		return s.own.Close()
+	}
+	return s.std.Close()
 }

@@ -17,15 +17,27 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// forEachServer runs an edge test against both public servers: hopgate's
+// own HTTP/1.1 server, and net/http behind the edge listener (what serves
+// when h2c or TLS is on). The edge's promises hold on both.
+func forEachServer(t *testing.T, test func(t *testing.T, opts PublicOptions)) {
+	for _, s := range []struct {
+		name string
+		opts PublicOptions
+	}{{"h1", PublicOptions{}}, {"net-http", PublicOptions{H2C: true}}} {
+		t.Run(s.name, func(t *testing.T) { test(t, s.opts) })
+	}
+}
+
 // edgeHarness serves the proxy the way the gateway binary does: the public
-// server settings on an edge listener.
+// server with its settings.
 type edgeHarness struct {
 	addr  string
 	spans *tracetest.SpanRecorder
 	gw    *Gateway
 }
 
-func newEdgeHarness(t *testing.T, snap *discovery.Snapshot, settings *Settings, ss ServerSettings) *edgeHarness {
+func newEdgeHarness(t *testing.T, snap *discovery.Snapshot, settings *Settings, ss ServerSettings, opts PublicOptions) *edgeHarness {
 	t.Helper()
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
@@ -37,8 +49,8 @@ func newEdgeHarness(t *testing.T, snap *discovery.Snapshot, settings *Settings, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewPublicServer(p, ss)
-	go srv.Serve(EdgeListener(ln, 0, ss.MaxHeaderBytes))
+	srv := NewPublicServer(ln, p, ss, opts)
+	go srv.Serve()
 	t.Cleanup(func() { srv.Close() })
 	return &edgeHarness{addr: ln.Addr().String(), spans: spans, gw: gw}
 }
@@ -78,298 +90,314 @@ func edgeSnapshot(rec *testBackend, routes ...string) *discovery.Snapshot {
 }
 
 func TestEdgeHeaders(t *testing.T) {
-	rec := newTestBackend(t, "app-1")
-	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		rec := newTestBackend(t, "app-1")
+		h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings, opts)
 
-	// A client naming the gateway's and the backend's headers in
-	// Connection cannot make the gateway drop them; its own forwarding
-	// headers are replaced.
-	resps := h.raw(t, "GET / HTTP/1.1\r\nHost: site\r\n"+
-		"Connection: keep-alive, X-Forwarded-For, X-Real-IP, Traceparent, Authorization, X-Custom\r\n"+
-		"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n"+
-		"Authorization: Bearer secret\r\nX-Custom: hop\r\nBaggage: tenant=evil\r\n"+
-		"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
-	if len(resps) != 1 || resps[0].StatusCode != 200 {
-		t.Fatalf("responses %v", resps)
-	}
-	got := rec.last().Header
-	for name, want := range map[string]string{
-		"X-Forwarded-For":  "127.0.0.1",
-		"X-Forwarded-Host": "site",
-		"X-Real-Ip":        "127.0.0.1",
-		"Authorization":    "Bearer secret",
-		"Forwarded":        "",
-		"X-Custom":         "", // a true hop-by-hop header the client named
-		"Upgrade":          "",
-		"Http2-Settings":   "",
-		"Baggage":          "",
-	} {
-		if v := got.Get(name); v != want {
-			t.Errorf("backend saw %s %q, want %q", name, v, want)
+		// A client naming the gateway's and the backend's headers in
+		// Connection cannot make the gateway drop them; its own forwarding
+		// headers are replaced.
+		resps := h.raw(t, "GET / HTTP/1.1\r\nHost: site\r\n"+
+			"Connection: keep-alive, X-Forwarded-For, X-Real-IP, Traceparent, Authorization, X-Custom\r\n"+
+			"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n"+
+			"Authorization: Bearer secret\r\nX-Custom: hop\r\nBaggage: tenant=evil\r\n"+
+			"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+		if len(resps) != 1 || resps[0].StatusCode != 200 {
+			t.Fatalf("responses %v", resps)
 		}
-	}
-	if got.Get("Traceparent") == "" {
-		t.Error("the gateway's traceparent was dropped")
-	}
+		got := rec.last().Header
+		for name, want := range map[string]string{
+			"X-Forwarded-For":  "127.0.0.1",
+			"X-Forwarded-Host": "site",
+			"X-Real-Ip":        "127.0.0.1",
+			"Authorization":    "Bearer secret",
+			"Forwarded":        "",
+			"X-Custom":         "", // a true hop-by-hop header the client named
+			"Upgrade":          "",
+			"Http2-Settings":   "",
+			"Baggage":          "",
+		} {
+			if v := got.Get(name); v != want {
+				t.Errorf("backend saw %s %q, want %q", name, v, want)
+			}
+		}
+		if got.Get("Traceparent") == "" {
+			t.Error("the gateway's traceparent was dropped")
+		}
+	})
 }
 
 func TestEdgeTrustedProxyKeepsForwarding(t *testing.T) {
-	rec := newTestBackend(t, "app-1")
-	settings := roundRobinSettings()
-	settings.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), settings, DefaultServerSettings)
-	h.raw(t, "GET / HTTP/1.1\r\nHost: site\r\nX-Forwarded-For: 203.0.113.7\r\nForwarded: for=203.0.113.7\r\n"+
-		"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n")
-	got := rec.last().Header
-	if v := got.Get("X-Forwarded-For"); v != "203.0.113.7, 127.0.0.1" {
-		t.Errorf("X-Forwarded-For %q, want the trusted chain extended", v)
-	}
-	if got.Get("Forwarded") == "" {
-		t.Error("a trusted proxy's Forwarded header was dropped")
-	}
-	if tp := got.Get("Traceparent"); !strings.HasPrefix(tp, "00-0af7651916cd43dd8448eb211c80319c-") {
-		t.Errorf("traceparent %q: a trusted proxy's trace must continue", tp)
-	}
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		rec := newTestBackend(t, "app-1")
+		settings := roundRobinSettings()
+		settings.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		h := newEdgeHarness(t, edgeSnapshot(rec, "/"), settings, DefaultServerSettings, opts)
+		h.raw(t, "GET / HTTP/1.1\r\nHost: site\r\nX-Forwarded-For: 203.0.113.7\r\nForwarded: for=203.0.113.7\r\n"+
+			"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n")
+		got := rec.last().Header
+		if v := got.Get("X-Forwarded-For"); v != "203.0.113.7, 127.0.0.1" {
+			t.Errorf("X-Forwarded-For %q, want the trusted chain extended", v)
+		}
+		if got.Get("Forwarded") == "" {
+			t.Error("a trusted proxy's Forwarded header was dropped")
+		}
+		if tp := got.Get("Traceparent"); !strings.HasPrefix(tp, "00-0af7651916cd43dd8448eb211c80319c-") {
+			t.Errorf("traceparent %q: a trusted proxy's trace must continue", tp)
+		}
+	})
 }
 
 func TestEdgeTraceContextModes(t *testing.T) {
-	const clientTrace = "0af7651916cd43dd8448eb211c80319c"
-	for _, mode := range []string{TraceLink, TraceContinue, TraceIgnore} {
-		t.Run(mode, func(t *testing.T) {
-			rec := newTestBackend(t, "app-1")
-			settings := roundRobinSettings()
-			settings.TraceContext = mode
-			h := newEdgeHarness(t, edgeSnapshot(rec, "/"), settings, DefaultServerSettings)
-			h.raw(t, "GET / HTTP/1.1\r\nHost: x\r\ntraceparent: 00-"+clientTrace+"-b7ad6b7169203331-01\r\n"+
-				"tracestate: vendor=evil\r\nbaggage: user=evil\r\n\r\n")
-			var server sdktrace.ReadOnlySpan
-			for _, s := range h.spans.Ended() {
-				if s.SpanKind() == trace.SpanKindServer {
-					server = s
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		const clientTrace = "0af7651916cd43dd8448eb211c80319c"
+		for _, mode := range []string{TraceLink, TraceContinue, TraceIgnore} {
+			t.Run(mode, func(t *testing.T) {
+				rec := newTestBackend(t, "app-1")
+				settings := roundRobinSettings()
+				settings.TraceContext = mode
+				h := newEdgeHarness(t, edgeSnapshot(rec, "/"), settings, DefaultServerSettings, opts)
+				h.raw(t, "GET / HTTP/1.1\r\nHost: x\r\ntraceparent: 00-"+clientTrace+"-b7ad6b7169203331-01\r\n"+
+					"tracestate: vendor=evil\r\nbaggage: user=evil\r\n\r\n")
+				var server sdktrace.ReadOnlySpan
+				for _, s := range h.spans.Ended() {
+					if s.SpanKind() == trace.SpanKindServer {
+						server = s
+					}
 				}
-			}
-			continued := server.SpanContext().TraceID().String() == clientTrace
-			linked := len(server.Links()) == 1 && server.Links()[0].SpanContext.TraceID().String() == clientTrace
-			got := rec.last().Header
-			switch mode {
-			case TraceLink:
-				if continued || !linked {
-					t.Errorf("continued %v linked %v: want a new trace linked to the client's", continued, linked)
+				continued := server.SpanContext().TraceID().String() == clientTrace
+				linked := len(server.Links()) == 1 && server.Links()[0].SpanContext.TraceID().String() == clientTrace
+				got := rec.last().Header
+				switch mode {
+				case TraceLink:
+					if continued || !linked {
+						t.Errorf("continued %v linked %v: want a new trace linked to the client's", continued, linked)
+					}
+				case TraceContinue:
+					if !continued {
+						t.Error("the client's trace was not continued")
+					}
+				case TraceIgnore:
+					if continued || len(server.Links()) != 0 {
+						t.Error("ignore mode kept the client's context")
+					}
 				}
-			case TraceContinue:
-				if !continued {
-					t.Error("the client's trace was not continued")
+				if mode != TraceContinue && (got.Get("Baggage") != "" || got.Get("Tracestate") != "") {
+					t.Errorf("outside baggage/tracestate reached the backend: %v", got)
 				}
-			case TraceIgnore:
-				if continued || len(server.Links()) != 0 {
-					t.Error("ignore mode kept the client's context")
-				}
-			}
-			if mode != TraceContinue && (got.Get("Baggage") != "" || got.Get("Tracestate") != "") {
-				t.Errorf("outside baggage/tracestate reached the backend: %v", got)
-			}
-		})
-	}
-	// Malformed or oversized trace headers are ignored; the request is served.
-	rec := newTestBackend(t, "app-1")
-	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
-	for _, bad := range []string{"zz-nonsense", "00-" + strings.Repeat("a", 4000) + "-01"} {
-		if resps := h.raw(t, "GET / HTTP/1.1\r\nHost: x\r\ntraceparent: "+bad+"\r\n\r\n"); len(resps) != 1 || resps[0].StatusCode != 200 {
-			t.Errorf("traceparent %.20q: %v, want 200", bad, resps)
+			})
 		}
-	}
+		// Malformed or oversized trace headers are ignored; the request is served.
+		rec := newTestBackend(t, "app-1")
+		h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings, opts)
+		for _, bad := range []string{"zz-nonsense", "00-" + strings.Repeat("a", 4000) + "-01"} {
+			if resps := h.raw(t, "GET / HTTP/1.1\r\nHost: x\r\ntraceparent: "+bad+"\r\n\r\n"); len(resps) != 1 || resps[0].StatusCode != 200 {
+				t.Errorf("traceparent %.20q: %v, want 200", bad, resps)
+			}
+		}
+	})
 }
 
 func TestEdgeUpgradeOnlyWebSocketWhereAllowed(t *testing.T) {
-	rec := newTestBackend(t, "app-1")
-	h := newEdgeHarness(t, edgeSnapshot(rec, "/plain", "/ws websocket=on"), roundRobinSettings(), DefaultServerSettings)
-	h.raw(t, "GET /plain HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-	if u := rec.last().Header.Get("Upgrade"); u != "" {
-		t.Errorf("a route without websocket=on passed Upgrade %q", u)
-	}
-	h.raw(t, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-	if u := rec.last().Header.Get("Upgrade"); u != "" {
-		t.Errorf("h2c upgrade passed on a websocket route: %q", u)
-	}
-	h.raw(t, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-	if u := rec.last().Header.Get("Upgrade"); u != "websocket" {
-		t.Errorf("websocket upgrade on an allowing route arrived as %q", u)
-	}
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		rec := newTestBackend(t, "app-1")
+		h := newEdgeHarness(t, edgeSnapshot(rec, "/plain", "/ws websocket=on"), roundRobinSettings(), DefaultServerSettings, opts)
+		h.raw(t, "GET /plain HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		if u := rec.last().Header.Get("Upgrade"); u != "" {
+			t.Errorf("a route without websocket=on passed Upgrade %q", u)
+		}
+		h.raw(t, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+		if u := rec.last().Header.Get("Upgrade"); u != "" {
+			t.Errorf("h2c upgrade passed on a websocket route: %q", u)
+		}
+		h.raw(t, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		if u := rec.last().Header.Get("Upgrade"); u != "websocket" {
+			t.Errorf("websocket upgrade on an allowing route arrived as %q", u)
+		}
+	})
 }
 
 func TestEdgeTargetsAndPaths(t *testing.T) {
-	admin, public := newTestBackend(t, "a"), newTestBackend(t, "p")
-	snap := snapshot(
-		&discovery.Service{Name: "admin", Instances: []discovery.Instance{admin.instance("/admin")}},
-		&discovery.Service{Name: "public", Instances: []discovery.Instance{public.instance("/public", "shop.example/")}},
-	)
-	h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings)
-	status := func(payload string) int {
-		resps := h.raw(t, payload)
-		if len(resps) == 0 {
-			return 0
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		admin, public := newTestBackend(t, "a"), newTestBackend(t, "p")
+		snap := snapshot(
+			&discovery.Service{Name: "admin", Instances: []discovery.Instance{admin.instance("/admin")}},
+			&discovery.Service{Name: "public", Instances: []discovery.Instance{public.instance("/public", "shop.example/")}},
+		)
+		h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings, opts)
+		status := func(payload string) int {
+			resps := h.raw(t, payload)
+			if len(resps) == 0 {
+				return 0
+			}
+			return resps[0].StatusCode
 		}
-		return resps[0].StatusCode
-	}
-	for _, tc := range []struct {
-		name, payload string
-		status        int
-		backend       *testBackend
-		path          string
-	}{
-		{"dot segments reach only what the plain path reaches", "GET /public/../admin/x HTTP/1.1\r\nHost: h\r\n\r\n", 200, admin, "/admin/x"},
-		{"encoded dots too", "GET /public/%2e%2e/admin HTTP/1.1\r\nHost: h\r\n\r\n", 200, admin, "/admin"},
-		{"duplicate slashes", "GET //public//x HTTP/1.1\r\nHost: h\r\n\r\n", 200, public, "/public/x"},
-		{"parameters do not hide a segment", "GET /admin;x=1/y HTTP/1.1\r\nHost: h\r\n\r\n", 200, admin, "/admin;x=1/y"},
-		{"dot segment with parameters", "GET /public/..;/admin HTTP/1.1\r\nHost: h\r\n\r\n", 400, nil, ""},
-		{"encoded slash", "GET /public%2f..%2fadmin HTTP/1.1\r\nHost: h\r\n\r\n", 400, nil, ""},
-		{"absolute form routes by host rules, never to the host named", "GET http://shop.example/cart HTTP/1.1\r\nHost: other\r\n\r\n", 200, public, "/cart"},
-		{"absolute form to an unknown host", "GET http://evil.example/x HTTP/1.1\r\nHost: shop.example\r\n\r\n", 404, nil, ""},
-		{"CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405, nil, ""},
-		{"unknown host, no default route", "GET /x HTTP/1.1\r\nHost: nobody.example\r\n\r\n", 404, nil, ""},
-		{"invalid host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, nil, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := admin.count() + public.count()
-			if got := status(tc.payload); got != tc.status {
-				t.Fatalf("status %d, want %d", got, tc.status)
-			}
-			after := admin.count() + public.count()
-			if tc.backend == nil {
-				if after != before {
-					t.Errorf("a refused request reached a backend")
+		for _, tc := range []struct {
+			name, payload string
+			status        int
+			backend       *testBackend
+			path          string
+		}{
+			{"dot segments reach only what the plain path reaches", "GET /public/../admin/x HTTP/1.1\r\nHost: h\r\n\r\n", 200, admin, "/admin/x"},
+			{"encoded dots too", "GET /public/%2e%2e/admin HTTP/1.1\r\nHost: h\r\n\r\n", 200, admin, "/admin"},
+			{"duplicate slashes", "GET //public//x HTTP/1.1\r\nHost: h\r\n\r\n", 200, public, "/public/x"},
+			{"parameters do not hide a segment", "GET /admin;x=1/y HTTP/1.1\r\nHost: h\r\n\r\n", 200, admin, "/admin;x=1/y"},
+			{"dot segment with parameters", "GET /public/..;/admin HTTP/1.1\r\nHost: h\r\n\r\n", 400, nil, ""},
+			{"encoded slash", "GET /public%2f..%2fadmin HTTP/1.1\r\nHost: h\r\n\r\n", 400, nil, ""},
+			{"absolute form routes by host rules, never to the host named", "GET http://shop.example/cart HTTP/1.1\r\nHost: other\r\n\r\n", 200, public, "/cart"},
+			{"absolute form to an unknown host", "GET http://evil.example/x HTTP/1.1\r\nHost: shop.example\r\n\r\n", 404, nil, ""},
+			{"CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405, nil, ""},
+			{"unknown host, no default route", "GET /x HTTP/1.1\r\nHost: nobody.example\r\n\r\n", 404, nil, ""},
+			{"invalid host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400, nil, ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := admin.count() + public.count()
+				if got := status(tc.payload); got != tc.status {
+					t.Fatalf("status %d, want %d", got, tc.status)
 				}
-				return
-			}
-			if p := tc.backend.last().URL.EscapedPath(); p != tc.path {
-				t.Errorf("backend saw %q, want %q", p, tc.path)
-			}
-		})
-	}
+				after := admin.count() + public.count()
+				if tc.backend == nil {
+					if after != before {
+						t.Errorf("a refused request reached a backend")
+					}
+					return
+				}
+				if p := tc.backend.last().URL.EscapedPath(); p != tc.path {
+					t.Errorf("backend saw %q, want %q", p, tc.path)
+				}
+			})
+		}
+	})
 }
 
 func TestEdgeSmuggling(t *testing.T) {
-	rec := newTestBackend(t, "app-1")
-	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
-	for _, tc := range []struct{ name, payload string }{
-		{"Content-Length with Transfer-Encoding", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"},
-		{"duplicate Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcdeGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"},
-		{"bare LF in a chunk size", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := rec.count()
-			resps := h.raw(t, tc.payload)
-			if len(resps) != 1 || resps[0].StatusCode != 400 {
-				var codes []int
-				for _, r := range resps {
-					codes = append(codes, r.StatusCode)
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		rec := newTestBackend(t, "app-1")
+		h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings, opts)
+		for _, tc := range []struct{ name, payload string }{
+			{"Content-Length with Transfer-Encoding", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"},
+			{"duplicate Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcdeGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"},
+			{"bare LF in a chunk size", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := rec.count()
+				resps := h.raw(t, tc.payload)
+				if len(resps) != 1 || resps[0].StatusCode != 400 {
+					var codes []int
+					for _, r := range resps {
+						codes = append(codes, r.StatusCode)
+					}
+					t.Fatalf("answers %v, want exactly one 400 and the connection closed", codes)
 				}
-				t.Fatalf("answers %v, want exactly one 400 and the connection closed", codes)
-			}
-			// The backend may have seen the start of the bad request (its
-			// body is streamed), never a second one hidden inside it.
-			if n := rec.count() - before; n > 1 {
-				t.Errorf("the backend saw %d requests, want at most the one", n)
-			}
-			rec.mu.Lock()
-			for _, r := range rec.reqs {
-				if r.URL.Path == "/smuggled" {
-					t.Error("the smuggled request reached the backend")
+				// The backend may have seen the start of the bad request (its
+				// body is streamed), never a second one hidden inside it.
+				if n := rec.count() - before; n > 1 {
+					t.Errorf("the backend saw %d requests, want at most the one", n)
 				}
-			}
-			rec.mu.Unlock()
-		})
-	}
-	// A well-formed chunked request goes through as exactly one request.
-	resps := h.raw(t, "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
-	rec.mu.Lock()
-	n := 0
-	for _, r := range rec.reqs {
-		if r.URL.Path == "/chunked" {
-			n++
+				rec.mu.Lock()
+				for _, r := range rec.reqs {
+					if r.URL.Path == "/smuggled" {
+						t.Error("the smuggled request reached the backend")
+					}
+				}
+				rec.mu.Unlock()
+			})
 		}
-	}
-	rec.mu.Unlock()
-	if len(resps) != 1 || resps[0].StatusCode != 200 || n != 1 {
-		t.Errorf("chunked request: %d answers, backend saw it %d times", len(resps), n)
-	}
+		// A well-formed chunked request goes through as exactly one request.
+		resps := h.raw(t, "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+		rec.mu.Lock()
+		n := 0
+		for _, r := range rec.reqs {
+			if r.URL.Path == "/chunked" {
+				n++
+			}
+		}
+		rec.mu.Unlock()
+		if len(resps) != 1 || resps[0].StatusCode != 200 || n != 1 {
+			t.Errorf("chunked request: %d answers, backend saw it %d times", len(resps), n)
+		}
+	})
 }
 
 func TestEdgeLimits(t *testing.T) {
-	rec := newTestBackend(t, "app-1")
-	ss := DefaultServerSettings
-	ss.HeaderTimeout = 300 * time.Millisecond
-	ss.BodyTimeout = 300 * time.Millisecond
-	ss.MaxHeaderBytes = 4 << 10
-	settings := roundRobinSettings()
-	settings.MaxRequestsPerConn = 2
-	h := newEdgeHarness(t, edgeSnapshot(rec, "/ max_body=10"), settings, ss)
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		rec := newTestBackend(t, "app-1")
+		ss := DefaultServerSettings
+		ss.HeaderTimeout = 300 * time.Millisecond
+		ss.BodyTimeout = 300 * time.Millisecond
+		ss.MaxHeaderBytes = 4 << 10
+		settings := roundRobinSettings()
+		settings.MaxRequestsPerConn = 2
+		h := newEdgeHarness(t, edgeSnapshot(rec, "/ max_body=10"), settings, ss, opts)
 
-	t.Run("oversized head is 431", func(t *testing.T) {
-		resps := h.raw(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 16<<10)+"\r\n\r\n")
-		if len(resps) != 1 || resps[0].StatusCode != 431 {
-			t.Errorf("answers %v, want 431", resps)
-		}
-	})
-	t.Run("body over the route limit is 413", func(t *testing.T) {
-		for _, payload := range []string{
-			"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n01234567890",
-			"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n01234567890\r\n0\r\n\r\n",
-		} {
-			if resps := h.raw(t, payload); len(resps) != 1 || resps[0].StatusCode != 413 {
-				t.Errorf("answers %v, want 413", resps)
-			}
-		}
-		if resps := h.raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"); len(resps) != 1 || resps[0].StatusCode != 200 {
-			t.Errorf("a body at the limit: %v, want 200", resps)
-		}
-	})
-	for _, tc := range []struct{ name, partial string }{
-		{"slow head is cut at the header timeout", "GET / HTTP/1.1\r\nHost: x\r\n"},
-		{"slow body is cut at the body timeout", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", h.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			start := time.Now()
-			_, _ = io.WriteString(c, tc.partial)
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, _ = io.ReadAll(c) // returns when the gateway closes the connection
-			if d := time.Since(start); d > 3*time.Second {
-				t.Errorf("connection lasted %v, want about 300ms", d)
+		t.Run("oversized head is 431", func(t *testing.T) {
+			resps := h.raw(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 16<<10)+"\r\n\r\n")
+			if len(resps) != 1 || resps[0].StatusCode != 431 {
+				t.Errorf("answers %v, want 431", resps)
 			}
 		})
-	}
-	t.Run("requests per connection", func(t *testing.T) {
-		resps := h.raw(t, strings.Repeat("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 3))
-		if len(resps) != 2 || !resps[1].Close {
-			t.Errorf("%d answers on one connection, want 2, the second closing it", len(resps))
+		t.Run("body over the route limit is 413", func(t *testing.T) {
+			for _, payload := range []string{
+				"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n01234567890",
+				"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n01234567890\r\n0\r\n\r\n",
+			} {
+				if resps := h.raw(t, payload); len(resps) != 1 || resps[0].StatusCode != 413 {
+					t.Errorf("answers %v, want 413", resps)
+				}
+			}
+			if resps := h.raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"); len(resps) != 1 || resps[0].StatusCode != 200 {
+				t.Errorf("a body at the limit: %v, want 200", resps)
+			}
+		})
+		for _, tc := range []struct{ name, partial string }{
+			{"slow head is cut at the header timeout", "GET / HTTP/1.1\r\nHost: x\r\n"},
+			{"slow body is cut at the body timeout", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				c, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				start := time.Now()
+				_, _ = io.WriteString(c, tc.partial)
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, _ = io.ReadAll(c) // returns when the gateway closes the connection
+				if d := time.Since(start); d > 3*time.Second {
+					t.Errorf("connection lasted %v, want about 300ms", d)
+				}
+			})
 		}
+		t.Run("requests per connection", func(t *testing.T) {
+			resps := h.raw(t, strings.Repeat("GET / HTTP/1.1\r\nHost: x\r\n\r\n", 3))
+			if len(resps) != 2 || !resps[1].Close {
+				t.Errorf("%d answers on one connection, want 2, the second closing it", len(resps))
+			}
+		})
 	})
 }
 
 func TestEdgeSmugglingPipelinedHeadsMatchInOrder(t *testing.T) {
-	rec := newTestBackend(t, "app-1")
-	h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings)
-	// The same request line twice: a plain POST, then one with both
-	// framings. The second must be judged by its own head.
-	resps := h.raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na"+
-		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-	if len(resps) != 2 || resps[0].StatusCode != 200 || resps[1].StatusCode != 400 {
-		var codes []int
-		for _, r := range resps {
-			codes = append(codes, r.StatusCode)
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		rec := newTestBackend(t, "app-1")
+		h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings, opts)
+		// The same request line twice: a plain POST, then one with both
+		// framings. The second must be judged by its own head.
+		resps := h.raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na"+
+			"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+		if len(resps) != 2 || resps[0].StatusCode != 200 || resps[1].StatusCode != 400 {
+			var codes []int
+			for _, r := range resps {
+				codes = append(codes, r.StatusCode)
+			}
+			t.Errorf("answers %v, want 200 then 400", codes)
 		}
-		t.Errorf("answers %v, want 200 then 400", codes)
-	}
-	// Both framings first, then the same line with one: the first head is
-	// the one judged, not the last one read.
-	resps = h.raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+
-		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-	if len(resps) != 1 || resps[0].StatusCode != 400 {
-		t.Errorf("%d answers (first %v), want one 400", len(resps), resps)
-	}
+		// Both framings first, then the same line with one: the first head is
+		// the one judged, not the last one read.
+		resps = h.raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+
+			"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+		if len(resps) != 1 || resps[0].StatusCode != 400 {
+			t.Errorf("%d answers (first %v), want one 400", len(resps), resps)
+		}
+	})
 }

@@ -20,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hopgate/hopgate/backend"
 	"github.com/hopgate/hopgate/backend/join"
 	"github.com/hopgate/hopgate/discovery"
@@ -166,33 +165,33 @@ func run(args []string, stderr io.Writer) error {
 		Logger:  log.Named("discovery"),
 		Publish: gw.Apply,
 	})
-	public := gateway.NewPublicServer(
+	public := gateway.NewPublicServer(publicLn,
 		gateway.NewProxy(gw, gateway.ProxyOptions{Logger: log.Named("proxy"), AccessLog: c.observe.accessLog}),
-		c.server.ss)
-	public.ErrorLog = log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})
-	publicLn = gateway.EdgeListener(publicLn, c.server.maxConns, c.server.ss.MaxHeaderBytes)
-	if c.server.h2c {
-		public.Protocols = new(http.Protocols)
-		public.Protocols.SetHTTP1(true)
-		public.Protocols.SetUnencryptedHTTP2(true)
-	}
+		c.server.ss, gateway.PublicOptions{TLSCert: c.server.tlsCert, TLSKey: c.server.tlsKey, H2C: c.server.h2c,
+			MaxConns: c.server.maxConns, Logger: log.Named("server")})
 	admin := &http.Server{
 		Handler:           gateway.NewAdmin(gw, gateway.AdminOptions{Discovery: watcher.Status, JaegerQuery: c.observe.jaegerQuery, JaegerUI: c.observe.jaegerUI, Token: c.server.adminToken}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 
-	log.Info("hopgate starting", "version", version(), "listen", publicLn.Addr().String(),
+	log.Info("hopgate starting", "version", version(), "listen", public.Addr().String(),
 		"admin", adminLn.Addr().String(), "consul", discovery.Addr())
 
 	errc := make(chan error, 3)
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	defer stopWatch()
 	go func() { errc <- watcher.Run(watchCtx) }()
-	go func() { errc <- serve(public, publicLn, c.server) }()
+	go func() { errc <- public.Serve() }()
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	defer stopHealth()
 	go gw.WatchHealth(healthCtx, time.Second)
-	go func() { errc <- serve(admin, adminLn, nil) }()
+	go func() {
+		err := admin.Serve(adminLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
 
 	var runErr error
 	select {
@@ -202,7 +201,7 @@ func run(args []string, stderr io.Writer) error {
 		// are still served. Then stop accepting and finish what is open.
 		log.Info("draining", "for", c.server.drain)
 		gw.Drain()
-		public.SetKeepAlivesEnabled(false)
+		public.Drain()
 		select {
 		case <-time.After(c.server.drain):
 		case runErr = <-errc:
@@ -220,19 +219,6 @@ func run(args []string, stderr io.Writer) error {
 	_ = admin.Shutdown(shutdownCtx)
 	stopWatch()
 	return runErr
-}
-
-func serve(srv *http.Server, ln net.Listener, tls *serverFlags) error {
-	var err error
-	if tls != nil && tls.tlsCert != "" {
-		err = srv.ServeTLS(ln, tls.tlsCert, tls.tlsKey)
-	} else {
-		err = srv.Serve(ln)
-	}
-	if !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 func version() string {
