@@ -31,7 +31,9 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close does nothing: the real body is closed once, by httputil.ReverseProxy.
+// Close does nothing: after the handler, the server reads away what is left
+// of the client's body, or closes the connection when that is too much or
+// the body broke.
 func (b *attemptBody) Close() error { return nil }
 
 // attemptResponse is an answer's body on its way to the client: each read

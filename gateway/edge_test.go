@@ -401,3 +401,85 @@ func TestEdgeSmugglingPipelinedHeadsMatchInOrder(t *testing.T) {
 		}
 	})
 }
+
+// scriptedInstance answers every request with the raw bytes script gives
+// for its path, then closes the connection.
+func scriptedInstance(t *testing.T, script func(path string) string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, script(req.URL.Path))
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestEdgeAnswersPassOnOrAreCutShort(t *testing.T) {
+	port := scriptedInstance(t, func(path string) string {
+		switch path {
+		case "/hints":
+			return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		case "/cut-chunked":
+			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+		case "/cut-length":
+			return "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"
+		}
+		return "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+	})
+	snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", port, "/")}})
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings, opts)
+		get := func(path string) (*bufio.Reader, net.Conn) {
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			return bufio.NewReader(c), c
+		}
+
+		br, _ := get("/hints")
+		first, err := http.ReadResponse(br, nil)
+		if err != nil || first.StatusCode != 103 || first.Header.Get("Link") != "</a.css>" {
+			t.Fatalf("first answer %v (%v), want 103 with its Link", first, err)
+		}
+		final, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body, _ := io.ReadAll(final.Body); final.StatusCode != 200 || string(body) != "ok" || final.Header.Get("Link") != "" {
+			t.Errorf("final answer %d %q %v, want 200 ok without the hint's headers", final.StatusCode, body, final.Header)
+		}
+
+		// An instance that breaks off mid-answer: the client must see the
+		// answer cut short, never a complete-looking one.
+		for _, path := range []string{"/cut-chunked", "/cut-length"} {
+			br, _ := get(path)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				continue // cut before the head was out: cut short too
+			}
+			if body, err := io.ReadAll(resp.Body); err == nil {
+				t.Errorf("%s: read %q as a whole answer, want it cut short", path, body)
+			}
+		}
+	})
+}

@@ -117,7 +117,7 @@ func NewProxy(gw *Gateway, opts ProxyOptions) *Proxy {
 
 type ctxKey struct{}
 
-// exchange is what the proxy carries through httputil.ReverseProxy for one
+// exchange is what the proxy carries through forwarding for one
 // request: the matched route, the replayable body and the attempts so far.
 type exchange struct {
 	route    *Route
@@ -143,6 +143,9 @@ type exchange struct {
 	// attrs is room for one span's attributes at a time (spans copy what
 	// they are given), made for requests whose spans record.
 	attrs []attribute.KeyValue
+	// aborted is set when the answer could not be copied to its end: the
+	// connection is cut once the request is logged.
+	aborted bool
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -200,6 +203,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.gw.metrics.observeRequest(ctx, route, r.Method, status, start)
 	p.logRequest(ctx, r, ex, status, start)
+	if ex.aborted {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // serveRoute applies the route's limits and timeout, then proxies. ctx is
@@ -244,7 +250,7 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		http.Error(w, "hopgate: reading request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	p.forward(w, r.WithContext(ctx), ex)
 }
 
 // expire is the request timer's end: the route timeout before headers,
@@ -389,38 +395,10 @@ func scheme(r *http.Request) string {
 	return "http"
 }
 
-// rewrite shapes the outgoing request. The upstream host is filled in per
-// attempt by roundTrip; the client's Host header is kept.
+// rewrite shapes the outgoing request of an upgrade, which
+// httputil.ReverseProxy carries.
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	ex := pr.In.Context().Value(ctxKey{}).(*exchange)
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = ex.route.Service // replaced per attempt
-	if s := ex.route.Strip; s != "" {
-		pr.Out.URL.Path, pr.Out.URL.RawPath = stripPrefix(pr.Out.URL.Path, pr.Out.URL.RawPath, s)
-	}
-	if ex.trusted {
-		// A trusted proxy's chain is extended, its view of host and scheme
-		// kept (ReverseProxy removed them from Out before Rewrite).
-		for _, h := range []string{"X-Forwarded-For", "Forwarded"} {
-			if v := pr.In.Header.Values(h); len(v) > 0 {
-				pr.Out.Header[h] = v
-			}
-		}
-		pr.SetXForwarded()
-		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
-			if v := pr.In.Header.Get(h); v != "" {
-				pr.Out.Header.Set(h, v)
-			}
-		}
-	} else {
-		pr.SetXForwarded()
-	}
-	if pr.Out.Header.Get("X-Real-Ip") == "" {
-		if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
-			pr.Out.Header.Set("X-Real-Ip", host)
-		}
-	}
-	pr.Out.Host = pr.In.Host
+	p.prepare(pr.Out, pr.In, pr.In.Context().Value(ctxKey{}).(*exchange))
 }
 
 // stripPrefix removes prefix from the path on a segment boundary; the

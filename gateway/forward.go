@@ -1,0 +1,274 @@
+package gateway
+
+// Forwarding a request and copying its answer back: what
+// httputil.ReverseProxy does, without its copies of the request and its
+// headers on every request. An upgrade (WebSocket), rare and long-lived,
+// still goes through ReverseProxy, which owns the tunnel.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http/httpguts"
+)
+
+// hopHeaders are the hop-by-hop headers of RFC 9110 (7.6.1) and the older
+// ones that proxies still strip, in canonical form.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopByHop deletes the hop-by-hop headers of h, and those its
+// Connection header names.
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		delete(h, name)
+	}
+}
+
+// forward sends r, whose context carries its exchange, to the route's
+// instances and copies the answer to w. The client's request is the
+// outgoing one: the gateway owns it, and what the access log and the span
+// read of it (method, host, path, peer) is not changed.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
+	if isUpgrade(r) {
+		p.rp.ServeHTTP(w, r)
+		return
+	}
+	out := *r
+	u := *r.URL
+	out.URL = &u
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	out.Close = false
+	h := out.Header
+	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	removeHopByHop(h)
+	if trailers {
+		h["Te"] = []string{"trailers"}
+	}
+	p.prepare(&out, r, ex)
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // none, rather than the transport's own
+	}
+
+	// Informational answers (103 Early Hints) go to the client as they
+	// come, until the final answer does.
+	var mu sync.Mutex
+	final := false
+	ctx := httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if final {
+				return nil
+			}
+			wh := w.Header()
+			copyHeader(wh, http.Header(header))
+			w.WriteHeader(code)
+			clear(wh)
+			return nil
+		},
+	})
+	resp, err := p.roundTrip(out.WithContext(ctx))
+	mu.Lock()
+	final = true
+	mu.Unlock()
+	if err != nil {
+		p.proxyError(w, &out, err)
+		return
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body.Close()
+		p.proxyError(w, &out, fmt.Errorf("instance switched protocols (%q) on a request for none", resp.Header.Get("Upgrade")))
+		return
+	}
+
+	removeHopByHop(resp.Header)
+	wh := w.Header()
+	copyHeader(wh, resp.Header)
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		names := make([]string, 0, announced)
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		wh["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	if err := copyBody(w, resp.Body, streams(resp)); err != nil {
+		resp.Body.Close()
+		// The answer cannot be finished: the connection must end without
+		// its proper end, so the client sees it cut short. The server
+		// does that on ErrAbortHandler, after the request is logged.
+		ex.aborted = true
+		if !errors.Is(err, context.Canceled) {
+			ex.span.AddEvent("answer cut short", trace.WithAttributes(attribute.String("hopgate.reason", err.Error())))
+			p.log.Debug("copying the answer failed", "route", ex.route.Name, "error", err)
+		}
+		return
+	}
+	resp.Body.Close() // now, for resp.Trailer to be complete
+
+	if len(resp.Trailer) == 0 {
+		return
+	}
+	_ = http.NewResponseController(w).Flush() // trailers need a chunked answer
+	if len(resp.Trailer) == announced {
+		copyHeader(wh, resp.Trailer)
+		return
+	}
+	for k, vv := range resp.Trailer {
+		wh[http.TrailerPrefix+k] = append(wh[http.TrailerPrefix+k], vv...)
+	}
+}
+
+// prepare shapes the outgoing request out of the client's in: the path the
+// instance sees, the forwarding headers. A trusted proxy's forwarding
+// chain is extended and its view of host and scheme kept; anyone else's
+// is replaced by the gateway's own. out's header may be in's own map.
+func (p *Proxy) prepare(out, in *http.Request, ex *exchange) {
+	out.URL.Scheme = "http"
+	out.URL.Host = ex.route.Service // replaced per attempt
+	out.URL.RawQuery = cleanQuery(out.URL.RawQuery)
+	if s := ex.route.Strip; s != "" {
+		out.URL.Path, out.URL.RawPath = stripPrefix(out.URL.Path, out.URL.RawPath, s)
+	}
+	out.Host = in.Host
+
+	h := out.Header
+	var chain, forwarded []string
+	var fwdHost, fwdProto string
+	if ex.trusted {
+		chain, forwarded = in.Header["X-Forwarded-For"], in.Header["Forwarded"]
+		fwdHost, fwdProto = in.Header.Get("X-Forwarded-Host"), in.Header.Get("X-Forwarded-Proto")
+	}
+	clientIP, _, err := net.SplitHostPort(in.RemoteAddr)
+	switch {
+	case err != nil:
+		delete(h, "X-Forwarded-For")
+	case len(chain) > 0:
+		h["X-Forwarded-For"] = []string{strings.Join(chain, ", ") + ", " + clientIP}
+	default:
+		h["X-Forwarded-For"] = []string{clientIP}
+	}
+	if forwarded != nil {
+		h["Forwarded"] = forwarded
+	} else {
+		delete(h, "Forwarded")
+	}
+	if fwdHost == "" {
+		fwdHost = in.Host
+	}
+	if fwdProto == "" {
+		fwdProto = scheme(in)
+	}
+	h["X-Forwarded-Host"] = []string{fwdHost}
+	h["X-Forwarded-Proto"] = []string{fwdProto}
+	if err == nil && h.Get("X-Real-Ip") == "" {
+		h["X-Real-Ip"] = []string{clientIP}
+	}
+}
+
+// cleanQuery drops what url.ParseQuery would not read (semicolons,
+// broken escapes) from a query, as ReverseProxy does: an instance and the
+// gateway must not read two different sets of parameters.
+func cleanQuery(q string) string {
+	for i := 0; i < len(q); {
+		switch q[i] {
+		case ';':
+			return reencode(q)
+		case '%':
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+				return reencode(q)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return q
+}
+
+func reencode(q string) string {
+	v, _ := url.ParseQuery(q)
+	return v.Encode()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// copyHeader adds src's values to dst. The names come canonical from the
+// parser; a name new to dst takes src's slice, which is not used again.
+func copyHeader(dst, src http.Header) {
+	for k, vv := range src {
+		if cur, ok := dst[k]; ok {
+			dst[k] = append(cur, vv...)
+		} else {
+			dst[k] = vv
+		}
+	}
+}
+
+// streams reports whether an answer is a stream whose every piece must
+// reach the client at once: server-sent events, or a body of unknown
+// length.
+func streams(resp *http.Response) bool {
+	if resp.ContentLength == -1 {
+		return true
+	}
+	ct, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+}
+
+// copyBody copies an answer's body to the client, flushing every piece
+// when it streams.
+func copyBody(w http.ResponseWriter, body io.Reader, stream bool) error {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var rc *http.ResponseController
+	if stream {
+		rc = http.NewResponseController(w)
+	}
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			if rc != nil {
+				if err := rc.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return nil
+		case rerr != nil:
+			return rerr
+		}
+	}
+}
