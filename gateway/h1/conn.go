@@ -171,10 +171,11 @@ func (c *conn) readRequest() (*http.Request, error) {
 	}
 	// Shutdown closes connections that are idle; one that is no longer
 	// idle finishes its request.
-	if st := c.state.Load(); st == stateClosed || !c.state.CompareAndSwap(st, stateActive) {
+	st := c.state.Load()
+	if st == stateClosed || !c.state.CompareAndSwap(st, stateActive) {
 		return nil, errShutdown
 	}
-	head, err := c.peekHead()
+	head, err := c.peekHead(st == stateNew)
 	if err != nil {
 		return nil, err
 	}
@@ -215,10 +216,11 @@ func (c *conn) readRequest() (*http.Request, error) {
 // peekHead waits until the buffered input holds the whole head of the
 // next request and returns it, unparsed: http.ReadRequest then never
 // waits, and the raw head can be checked for what parsing hides. The
-// header timeout runs from here when the head is not all in yet.
-func (c *conn) peekHead() ([]byte, error) {
+// header timeout runs from here when the head is not all in yet; for the
+// connection's first request, it has run since the connection came.
+func (c *conn) peekHead(first bool) ([]byte, error) {
 	limit := c.srv.maxHeadBytes()
-	timed := c.state.Load() == stateNew // the first head's timer runs since the connection came
+	timed := first
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
 		if n := headLen(buf); n > 0 {
