@@ -78,13 +78,15 @@ test: tools vet
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 	$(GO) test -count=1 -timeout 20m ./deploy/e2e/...
 
-# Fuzz the parsers and the router: briefly in `make test`, longer with
+# Fuzz the parsers, the router and h1's head framing (against net/http's
+# reader): briefly in `make test`, longer with
 # `make fuzz FUZZTIME=10m`. Findings land in testdata/fuzz as regressions.
 FUZZTIME ?= 1m
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./discovery/routetag
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime $(FUZZTIME) ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzHeadLen$$' -fuzztime $(FUZZTIME) ./gateway/h1
 
 # The resilience scenarios under load, with their figures (also part of
 # `make test`): rolling restart, SIGKILL, a hello answering 500, a slow
