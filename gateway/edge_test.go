@@ -468,6 +468,9 @@ func TestEdgeAnswersPassOnOrAreCutShort(t *testing.T) {
 		if body, _ := io.ReadAll(final.Body); final.StatusCode != 200 || string(body) != "ok" || final.Header.Get("Link") != "" {
 			t.Errorf("final answer %d %q %v, want 200 ok without the hint's headers", final.StatusCode, body, final.Header)
 		}
+		if ct, ok := final.Header["Content-Type"]; ok {
+			t.Errorf("the answer got a Content-Type (%q) its instance did not send", ct)
+		}
 
 		// An instance that breaks off mid-answer: the client must see the
 		// answer cut short, never a complete-looking one.

@@ -107,6 +107,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	removeHopByHop(resp.Header)
 	wh := w.Header()
 	copyHeader(wh, resp.Header)
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		wh["Content-Type"] = nil // net/http's server would guess one
+	}
 	announced := len(resp.Trailer)
 	if announced > 0 {
 		names := make([]string, 0, announced)
