@@ -486,3 +486,37 @@ func TestEdgeAnswersPassOnOrAreCutShort(t *testing.T) {
 		}
 	})
 }
+
+func TestEdgeMaxConns(t *testing.T) {
+	rec := newTestBackend(t, "app-1")
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		opts.MaxConns = 1
+		h := newEdgeHarness(t, edgeSnapshot(rec, "/"), roundRobinSettings(), DefaultServerSettings, opts)
+		open := func() (net.Conn, *bufio.Reader) {
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			return c, bufio.NewReader(c)
+		}
+		first, br1 := open()
+		_ = first.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if resp, err := http.ReadResponse(br1, nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("first connection: %v %v", resp, err)
+		}
+		// The first connection stays open, kept alive: the second waits in
+		// the backlog, unanswered.
+		second, br2 := open()
+		_ = second.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if resp, err := http.ReadResponse(br2, nil); err == nil {
+			t.Fatalf("a second connection was served (%d) with -max-conns 1", resp.StatusCode)
+		}
+		first.Close()
+		_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if resp, err := http.ReadResponse(br2, nil); err != nil || resp.StatusCode != 200 {
+			t.Errorf("second connection after the first closed: %v %v", resp, err)
+		}
+	})
+}
