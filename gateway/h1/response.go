@@ -273,8 +273,9 @@ func (w *response) sendHead(handlerDone bool) {
 	case w.noBody || !bodyAllowed(w.status):
 	case w.clen != -1:
 		if setLength {
+			var num [20]byte
 			bw.WriteString("Content-Length: ")
-			bw.WriteString(strconv.FormatInt(w.clen, 10))
+			bw.Write(strconv.AppendInt(num[:0], w.clen, 10))
 			bw.WriteString("\r\n")
 		}
 	case req.ProtoAtLeast(1, 1) && te != "identity":
