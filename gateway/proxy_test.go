@@ -32,8 +32,15 @@ func deadInstance(t *testing.T, id string, routes ...string) discovery.Instance 
 
 type harness struct {
 	gw    *Gateway
-	proxy *httptest.Server
+	proxy *testProxy
 	spans *tracetest.SpanRecorder
+}
+
+// testProxy is the proxy served as the gateway binary serves plain HTTP:
+// by the public server, with its default settings.
+type testProxy struct {
+	URL     string
+	Handler http.Handler
 }
 
 // roundRobinSettings make distribution assertions exact.
@@ -53,9 +60,14 @@ func newHarnessWith(t *testing.T, snap *discovery.Snapshot, settings *Settings) 
 	gw := New(Options{Settings: settings})
 	gw.Apply(snap)
 	p := NewProxy(gw, ProxyOptions{TracerProvider: tp, Propagator: propagation.TraceContext{}})
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	return &harness{gw: gw, proxy: srv, spans: spans}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewPublicServer(ln, p, DefaultServerSettings, PublicOptions{})
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	return &harness{gw: gw, proxy: &testProxy{URL: "http://" + ln.Addr().String(), Handler: p}, spans: spans}
 }
 
 func (h *harness) get(t *testing.T, host, path string) (int, string) {

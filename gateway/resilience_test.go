@@ -367,7 +367,7 @@ func TestGRPCStyleH2CBackend(t *testing.T) {
 	h := newHarness(t, snapshot(&discovery.Service{Name: "grpc", Instances: []discovery.Instance{instance("g", port, "/ proto=h2c")}}))
 
 	// The client speaks h2c to the gateway as well, as gRPC clients do.
-	front := httptest.NewUnstartedServer(h.proxy.Config.Handler)
+	front := httptest.NewUnstartedServer(h.proxy.Handler)
 	front.Config.Protocols = new(http.Protocols)
 	front.Config.Protocols.SetHTTP1(true)
 	front.Config.Protocols.SetUnencryptedHTTP2(true)
