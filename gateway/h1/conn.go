@@ -118,8 +118,10 @@ func (c *conn) serve() {
 		if !c.state.CompareAndSwap(stateActive, stateIdle) {
 			return
 		}
-		if c.srv.closed.Load() {
-			return // Shutdown came while this request was served
+		if !c.srv.keepAlives() {
+			// Shutdown, or keep-alives turned off, came while this request
+			// was served: their sweep of idle connections missed this one.
+			return
 		}
 		if d := c.srv.IdleTimeout; d > 0 {
 			_ = c.rwc.SetReadDeadline(time.Now().Add(d))
