@@ -11,6 +11,12 @@
 // The proxy's CPU is read from /proc/<pid>/stat (utime+stime, summed over
 // its process tree) before and after each measured run.
 //
+// Those rounds run every proxy flat out, so each one's latency is that of
+// its own throughput. A second pass then offers every target the same load
+// (-same-load, by default half what the slowest untraced proxy served): each
+// wrk connection waits a fixed delay between requests, and latency is
+// compared at equal work.
+//
 // It is a benchmark, not a test: nothing in `make test` runs it. It needs
 // nginx, haproxy and wrk (installed from Debian packages with -install when
 // missing), bin/hopgate and a consul binary; with a jaeger binary it adds a
@@ -44,6 +50,7 @@ type options struct {
 	duration, warmup, timeout       time.Duration
 	workers                         int
 	install, tracing, defaultPolicy bool
+	sameLoad                        float64
 }
 
 func main() {
@@ -67,7 +74,8 @@ func main() {
 	fs.BoolVar(&o.install, "install", true, "apt-get install nginx-light (or nginx), haproxy and wrk when missing")
 	fs.BoolVar(&o.tracing, "tracing", true, "add a hopgate row with tracing on (every request sampled, exported to a local Jaeger) when a jaeger binary is found")
 	fs.BoolVar(&o.defaultPolicy, "default-policy", true, "add a hopgate row with the default balancing policy besides round_robin")
-	fs.DurationVar(&o.timeout, "timeout", 8*time.Minute, "give up after this long, whatever is left")
+	fs.DurationVar(&o.timeout, "timeout", 12*time.Minute, "give up after this long, whatever is left")
+	fs.Float64Var(&o.sameLoad, "same-load", -1, "after the flat-out rounds, offer every target this many `req/s` and compare latency (-1: half what the slowest untraced proxy served; 0: skip)")
 	_ = fs.Parse(os.Args[1:])
 	if o.rounds < 1 || o.duration <= 0 || o.connections < 1 || o.threads < 1 || o.workers < 0 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds, -d, -c and -t must be positive, -workers not negative")
@@ -88,8 +96,9 @@ func main() {
 type target struct {
 	name   string
 	url    string
-	cpu    *proc // the process whose tree's CPU is measured
-	rounds []round
+	cpu    *proc   // the process whose tree's CPU is measured
+	rounds []round // flat out
+	paced  []round // at the same offered load
 }
 
 type round struct {
@@ -237,7 +246,12 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	fmt.Println()
-	printTable(os.Stdout, targets)
+	printTable(os.Stdout, targets, false)
+	if o.sameLoad != 0 {
+		if err := sameLoad(ctx, o, targets, ups, tck, dir); err != nil {
+			return err
+		}
+	}
 	if o.perf != "" {
 		if err := profile(ctx, o, targets); err != nil {
 			return err
@@ -251,16 +265,70 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-// measure runs a warm-up then one measured wrk against t.
-func measure(ctx context.Context, o options, t *target, ups []*proc, tck float64) round {
+// sameLoad offers every target the same request rate, in interleaved
+// rounds, and prints their latencies side by side.
+func sameLoad(ctx context.Context, o options, targets []*target, ups []*proc, tck float64, dir string) error {
+	rate := o.sameLoad
+	if rate < 0 {
+		for _, t := range targets {
+			if t.name == "direct" || strings.Contains(t.name, "trace") {
+				continue
+			}
+			var rps []float64
+			for _, rd := range t.rounds {
+				if rd.failed == nil {
+					rps = append(rps, rd.wrk.RPS)
+				}
+			}
+			if m := median(rps); m > 0 && (rate < 0 || m/2 < rate) {
+				rate = m / 2
+			}
+		}
+		if rate <= 0 {
+			return fmt.Errorf("same load: no proxy served anything to take half of")
+		}
+	}
+	// wrk paces a connection by a delay before each request, in whole
+	// milliseconds: the offered rate is the connections over that delay
+	// (a little less, as each request also takes its latency).
+	delayMS := max(1, int(float64(o.connections)*1000/rate+0.5))
+	script := filepath.Join(dir, "paced.lua")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf("function delay() return %d end\n", delayMS)), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nthe same load for all: each of %d connections sends a request every %d ms (~%.0f req/s offered), %d interleaved rounds\n",
+		o.connections, delayMS, float64(o.connections)*1000/float64(delayMS), o.rounds)
+	for r := 1; r <= o.rounds; r++ {
+		for _, t := range targets {
+			rd := measure(ctx, o, t, ups, tck, script)
+			if ctx.Err() != nil {
+				return fmt.Errorf("stopped: %w", context.Cause(ctx))
+			}
+			t.paced = append(t.paced, rd)
+			if rd.failed != nil {
+				fmt.Printf("  round %d %-17s FAILED: %v\n", r, t.name, rd.failed)
+				continue
+			}
+			fmt.Printf("  round %d %-17s %8.0f req/s  p50 %-9v p99 %-9v cpu %6.1f µs/req  errors %d\n",
+				r, t.name, rd.wrk.RPS, rd.wrk.P50.Round(time.Microsecond), rd.wrk.P99.Round(time.Microsecond), rd.cpuUS, rd.wrk.Errors)
+		}
+	}
+	fmt.Println()
+	printTable(os.Stdout, targets, true)
+	return nil
+}
+
+// measure runs a warm-up then one measured wrk against t; script, when
+// set, is a wrk Lua script (the pacing of the same-load pass).
+func measure(ctx context.Context, o options, t *target, ups []*proc, tck float64, script ...string) round {
 	if o.warmup > 0 {
-		if _, err := runWrk(ctx, o, t.url, o.warmup); err != nil {
+		if _, err := runWrk(ctx, o, t.url, o.warmup, script...); err != nil {
 			return round{failed: fmt.Errorf("warm-up: %w", err)}
 		}
 	}
 	cpu0, err0 := treeTicks(t.pid())
 	up0 := upTicks(ups)
-	out, err := runWrk(ctx, o, t.url, o.duration)
+	out, err := runWrk(ctx, o, t.url, o.duration, script...)
 	cpu1, err1 := treeTicks(t.pid())
 	up1 := upTicks(ups)
 	if err != nil {
@@ -317,12 +385,16 @@ func upTicks(ups []*proc) uint64 {
 	return n
 }
 
-func runWrk(ctx context.Context, o options, url string, d time.Duration) (string, error) {
+func runWrk(ctx context.Context, o options, url string, d time.Duration, script ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+15*time.Second)
 	defer cancel()
 	secs := max(1, int(d.Round(time.Second)/time.Second))
-	cmd := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.connections),
-		"-d", fmt.Sprintf("%ds", secs), "--timeout", "5s", "--latency", url)
+	args := []string{"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.connections),
+		"-d", fmt.Sprintf("%ds", secs), "--timeout", "5s", "--latency"}
+	for _, s := range script {
+		args = append(args, "-s", s)
+	}
+	cmd := exec.CommandContext(ctx, "wrk", append(args, url)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("wrk: %w: %s", err, firstLine(string(out)))
@@ -330,7 +402,9 @@ func runWrk(ctx context.Context, o options, url string, d time.Duration) (string
 	return string(out), nil
 }
 
-func printTable(w io.Writer, targets []*target) {
+// printTable prints the medians of the flat-out rounds, or with paced
+// those of the same-load pass.
+func printTable(w io.Writer, targets []*target, paced bool) {
 	type row struct {
 		rps, p50, p99, cpu, up float64
 		errors                 int64
@@ -340,7 +414,11 @@ func printTable(w io.Writer, targets []*target) {
 	for _, t := range targets {
 		var rps, p50, p99, cpu, up []float64
 		var r row
-		for _, rd := range t.rounds {
+		rounds := t.rounds
+		if paced {
+			rounds = t.paced
+		}
+		for _, rd := range rounds {
 			if rd.failed != nil {
 				continue
 			}
@@ -363,23 +441,25 @@ func printTable(w io.Writer, targets []*target) {
 		return fmt.Sprintf("%.2f×", x/b)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "proxy\treq/s\tp50\tp99\tCPU µs/req\treq/s vs haproxy\tCPU/req vs haproxy\tupstreams µs/req\terrors\trounds\t")
+	fmt.Fprintln(tw, "proxy\treq/s\tp50\tp99\tCPU µs/req\treq/s vs haproxy\tCPU/req vs haproxy\tp99 vs haproxy\tupstreams µs/req\terrors\trounds\t")
 	for _, t := range targets {
 		r := rows[t.name]
 		cpu, cpuRatio := fmt.Sprintf("%.1f", r.cpu), ratio(r.cpu, base.cpu)
 		if t.name == "direct" { // the upstream's own CPU: there is no proxy
 			cpu, cpuRatio = fmt.Sprintf("(%.1f)", r.cpu), "-"
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%v\t%s\t%s\t%s\t%.1f\t%d\t%d\t\n", t.name, r.rps,
+		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%v\t%s\t%s\t%s\t%s\t%.1f\t%d\t%d\t\n", t.name, r.rps,
 			time.Duration(r.p50).Round(time.Microsecond), time.Duration(r.p99).Round(time.Microsecond),
-			cpu, ratio(r.rps, base.rps), cpuRatio, r.up, r.errors, r.n)
+			cpu, ratio(r.rps, base.rps), cpuRatio, ratio(r.p99, base.p99), r.up, r.errors, r.n)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "medians of the rounds. CPU: utime+stime of the proxy's process tree per request (direct: the upstream's own).")
 	fmt.Fprintln(w, "upstreams: both upstreams' CPU per request, the same servers behind every row.")
-	if off, on := rows["hopgate rr"], rows["hopgate rr+trace"]; on.n > 0 && off.rps > 0 {
-		fmt.Fprintf(w, "tracing on (every request sampled) vs off, hopgate rr: %.2f× req/s, %.2f× CPU/req (target ≥0.75× req/s)\n",
-			on.rps/off.rps, on.cpu/off.cpu)
+	if !paced {
+		if off, on := rows["hopgate rr"], rows["hopgate rr+trace"]; on.n > 0 && off.rps > 0 {
+			fmt.Fprintf(w, "tracing on (every request sampled) vs off, hopgate rr: %.2f× req/s, %.2f× CPU/req (target ≥0.75× req/s)\n",
+				on.rps/off.rps, on.cpu/off.cpu)
+		}
 	}
 }
 
