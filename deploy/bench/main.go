@@ -338,8 +338,14 @@ func measure(ctx context.Context, o options, t *target, ups []*proc, tck float64
 		return round{failed: fmt.Errorf("%s: %w\n%s", t.cpu.name, err, t.cpu.tail())}
 	}
 	w, err := parseWrk(out)
+	if err == nil && w.Requests == 0 {
+		err = errors.New("no answers")
+	}
 	if err != nil {
-		return round{failed: fmt.Errorf("%w:\n%s", err, out)}
+		// Say what became of the proxy while its log still exists: the
+		// work directory goes at exit.
+		return round{failed: fmt.Errorf("%w:\n%s\n%s alive: %v; its last log lines:\n%s",
+			err, out, t.cpu.name, t.cpu.alive(), t.cpu.tail())}
 	}
 	rd := round{wrk: w}
 	if w.Requests > 0 {
