@@ -319,10 +319,16 @@ type PublicOptions struct {
 // served by net/http, with the edge listener in front to see what its
 // parser hides.
 type PublicServer struct {
-	ln   net.Listener
-	own  *h1.Server
-	std  *http.Server
-	opts PublicOptions
+	ln    net.Listener
+	srv   httpServer
+	serve func() error // srv.Serve on ln, or ServeTLS with the certificate
+}
+
+// httpServer is what PublicServer uses of h1.Server and http.Server alike.
+type httpServer interface {
+	Shutdown(context.Context) error
+	Close() error
+	SetKeepAlivesEnabled(bool)
 }
 
 // NewPublicServer returns the public server for h on ln.
@@ -341,17 +347,15 @@ func NewPublicServer(ln net.Listener, h http.Handler, ss ServerSettings, opts Pu
 			inner.ServeHTTP(w, r)
 		})
 	}
-	s := &PublicServer{opts: opts}
 	if opts.TLSCert == "" && !opts.H2C {
-		s.own = &h1.Server{Handler: h, HeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
+		own := &h1.Server{Handler: h, HeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
 			MaxHeaderBytes: ss.MaxHeaderBytes, Logger: opts.Logger}
 		if opts.MaxConns > 0 {
 			ln = netutil.LimitListener(ln, opts.MaxConns)
 		}
-		s.ln = ln
-		return s
+		return &PublicServer{ln: ln, srv: own, serve: func() error { return own.Serve(ln) }}
 	}
-	s.std = &http.Server{
+	std := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: ss.HeaderTimeout,
 		IdleTimeout:       ss.IdleTimeout,
@@ -360,14 +364,18 @@ func NewPublicServer(ln net.Listener, h http.Handler, ss ServerSettings, opts Pu
 		ErrorLog:          opts.Logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
 	if opts.H2C {
-		s.std.Protocols = new(http.Protocols)
-		s.std.Protocols.SetHTTP1(true)
-		s.std.Protocols.SetUnencryptedHTTP2(true)
+		std.Protocols = new(http.Protocols)
+		std.Protocols.SetHTTP1(true)
+		std.Protocols.SetUnencryptedHTTP2(true)
 		if opts.TLSCert != "" {
-			s.std.Protocols.SetHTTP2(true)
+			std.Protocols.SetHTTP2(true)
 		}
 	}
-	s.ln = newEdgeListener(ln, opts.MaxConns, ss.MaxHeaderBytes)
+	ln = newEdgeListener(ln, opts.MaxConns, ss.MaxHeaderBytes)
+	s := &PublicServer{ln: ln, srv: std, serve: func() error { return std.Serve(ln) }}
+	if opts.TLSCert != "" {
+		s.serve = func() error { return std.ServeTLS(ln, opts.TLSCert, opts.TLSKey) }
+	}
 	return s
 }
 
@@ -376,44 +384,19 @@ func (s *PublicServer) Addr() net.Addr { return s.ln.Addr() }
 
 // Serve serves until Shutdown or Close, then returns nil.
 func (s *PublicServer) Serve() error {
-	var err error
-	switch {
-	case s.own != nil:
-		err = s.own.Serve(s.ln)
-	case s.opts.TLSCert != "":
-		err = s.std.ServeTLS(s.ln, s.opts.TLSCert, s.opts.TLSKey)
-	default:
-		err = s.std.Serve(s.ln)
+	if err := s.serve(); !errors.Is(err, http.ErrServerClosed) {
+		return err
 	}
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return nil
 }
 
 // Drain asks every client to close its connection after its answer, and
 // closes the idle ones, while requests go on being served.
-func (s *PublicServer) Drain() {
-	if s.own != nil {
-		s.own.SetKeepAlivesEnabled(false)
-	} else {
-		s.std.SetKeepAlivesEnabled(false)
-	}
-}
+func (s *PublicServer) Drain() { s.srv.SetKeepAlivesEnabled(false) }
 
 // Shutdown stops accepting and waits for the requests in flight, until
 // ctx ends.
-func (s *PublicServer) Shutdown(ctx context.Context) error {
-	if s.own != nil {
-		return s.own.Shutdown(ctx)
-	}
-	return s.std.Shutdown(ctx)
-}
+func (s *PublicServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
 // Close stops at once.
-func (s *PublicServer) Close() error {
-	if s.own != nil {
-		return s.own.Close()
-	}
-	return s.std.Close()
-}
+func (s *PublicServer) Close() error { return s.srv.Close() }
