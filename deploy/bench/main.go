@@ -230,23 +230,9 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("wrk -t%d -c%d -d%v --latency, %v warm-up each, %d interleaved rounds over %d targets (~%v)\n",
 		o.threads, o.connections, o.duration, o.warmup, o.rounds, len(targets), total.Round(time.Second))
 	tck := clockTicks()
-	for r := 1; r <= o.rounds; r++ {
-		for _, t := range targets {
-			rd := measure(ctx, o, t, ups, tck)
-			if ctx.Err() != nil {
-				return fmt.Errorf("stopped: %w", context.Cause(ctx))
-			}
-			t.rounds = append(t.rounds, rd)
-			if rd.failed != nil {
-				fmt.Printf("  round %d %-17s FAILED: %v\n", r, t.name, rd.failed)
-				continue
-			}
-			fmt.Printf("  round %d %-17s %8.0f req/s  p50 %-9v p99 %-9v cpu %6.1f µs/req  upstreams %5.1f µs/req  errors %d\n",
-				r, t.name, rd.wrk.RPS, rd.wrk.P50.Round(time.Microsecond), rd.wrk.P99.Round(time.Microsecond), rd.cpuUS, rd.upUS, rd.wrk.Errors)
-		}
+	if err := runRounds(ctx, o, targets, ups, tck, ""); err != nil {
+		return err
 	}
-	fmt.Println()
-	printTable(os.Stdout, targets, false)
 	if o.sameLoad != 0 {
 		if err := sameLoad(ctx, o, targets, ups, tck, dir); err != nil {
 			return err
@@ -298,37 +284,49 @@ func sameLoad(ctx context.Context, o options, targets []*target, ups []*proc, tc
 	}
 	fmt.Printf("\nthe same load for all: each of %d connections sends a request every %d ms (~%.0f req/s offered), %d interleaved rounds\n",
 		o.connections, delayMS, float64(o.connections)*1000/float64(delayMS), o.rounds)
+	return runRounds(ctx, o, targets, ups, tck, script)
+}
+
+// runRounds measures every target o.rounds times, interleaved, then prints
+// the table of medians. With a wrk script (the pacing of the same-load
+// pass) the rounds are the targets' paced ones.
+func runRounds(ctx context.Context, o options, targets []*target, ups []*proc, tck float64, script string) error {
+	paced := script != ""
 	for r := 1; r <= o.rounds; r++ {
 		for _, t := range targets {
 			rd := measure(ctx, o, t, ups, tck, script)
 			if ctx.Err() != nil {
 				return fmt.Errorf("stopped: %w", context.Cause(ctx))
 			}
-			t.paced = append(t.paced, rd)
+			if paced {
+				t.paced = append(t.paced, rd)
+			} else {
+				t.rounds = append(t.rounds, rd)
+			}
 			if rd.failed != nil {
 				fmt.Printf("  round %d %-17s FAILED: %v\n", r, t.name, rd.failed)
 				continue
 			}
-			fmt.Printf("  round %d %-17s %8.0f req/s  p50 %-9v p99 %-9v cpu %6.1f µs/req  errors %d\n",
-				r, t.name, rd.wrk.RPS, rd.wrk.P50.Round(time.Microsecond), rd.wrk.P99.Round(time.Microsecond), rd.cpuUS, rd.wrk.Errors)
+			fmt.Printf("  round %d %-17s %8.0f req/s  p50 %-9v p99 %-9v cpu %6.1f µs/req  upstreams %5.1f µs/req  errors %d\n",
+				r, t.name, rd.wrk.RPS, rd.wrk.P50.Round(time.Microsecond), rd.wrk.P99.Round(time.Microsecond), rd.cpuUS, rd.upUS, rd.wrk.Errors)
 		}
 	}
 	fmt.Println()
-	printTable(os.Stdout, targets, true)
+	printTable(os.Stdout, targets, paced)
 	return nil
 }
 
 // measure runs a warm-up then one measured wrk against t; script, when
 // set, is a wrk Lua script (the pacing of the same-load pass).
-func measure(ctx context.Context, o options, t *target, ups []*proc, tck float64, script ...string) round {
+func measure(ctx context.Context, o options, t *target, ups []*proc, tck float64, script string) round {
 	if o.warmup > 0 {
-		if _, err := runWrk(ctx, o, t.url, o.warmup, script...); err != nil {
+		if _, err := runWrk(ctx, o, t.url, o.warmup, script); err != nil {
 			return round{failed: fmt.Errorf("warm-up: %w", err)}
 		}
 	}
 	cpu0, err0 := treeTicks(t.pid())
 	up0 := upTicks(ups)
-	out, err := runWrk(ctx, o, t.url, o.duration, script...)
+	out, err := runWrk(ctx, o, t.url, o.duration, script)
 	cpu1, err1 := treeTicks(t.pid())
 	up1 := upTicks(ups)
 	if err != nil {
@@ -367,7 +365,7 @@ func profile(ctx context.Context, o options, targets []*target) error {
 		if err := perf.Start(); err != nil {
 			return fmt.Errorf("perf: %w", err)
 		}
-		out, err := runWrk(ctx, o, t.url, o.duration)
+		out, err := runWrk(ctx, o, t.url, o.duration, "")
 		if perr := perf.Wait(); perr != nil {
 			return fmt.Errorf("perf record: %w", perr)
 		}
@@ -391,14 +389,14 @@ func upTicks(ups []*proc) uint64 {
 	return n
 }
 
-func runWrk(ctx context.Context, o options, url string, d time.Duration, script ...string) (string, error) {
+func runWrk(ctx context.Context, o options, url string, d time.Duration, script string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+15*time.Second)
 	defer cancel()
 	secs := max(1, int(d.Round(time.Second)/time.Second))
 	args := []string{"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.connections),
 		"-d", fmt.Sprintf("%ds", secs), "--timeout", "5s", "--latency"}
-	for _, s := range script {
-		args = append(args, "-s", s)
+	if script != "" {
+		args = append(args, "-s", script)
 	}
 	cmd := exec.CommandContext(ctx, "wrk", append(args, url)...)
 	out, err := cmd.CombinedOutput()
