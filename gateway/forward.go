@@ -45,38 +45,21 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// forward sends r, whose context carries its exchange, to the route's
-// instances and copies the answer to w. The client's request is the
-// outgoing one: the gateway owns it, and what the access log and the span
-// read of it (method, host, path, peer) is not changed.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
+// forward sends r, in ctx (which carries its exchange), to the route's
+// instances and copies the answer to w. The client's request becomes the
+// outgoing one, in one copy with its own URL and context: the gateway owns
+// it, and what the access log and the span read of it (method, host, path,
+// peer) is not changed.
+func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *exchange) {
 	if isUpgrade(r) {
-		p.rp.ServeHTTP(w, r)
+		p.rp.ServeHTTP(w, r.WithContext(ctx))
 		return
 	}
-	out := *r
-	u := *r.URL
-	out.URL = &u
-	if r.ContentLength == 0 {
-		out.Body = nil
-	}
-	out.Close = false
-	h := out.Header
-	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
-	removeHopByHop(h)
-	if trailers {
-		h["Te"] = []string{"trailers"}
-	}
-	p.prepare(&out, r, ex)
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // none, rather than the transport's own
-	}
-
 	// Informational answers (103 Early Hints) go to the client as they
 	// come, until the final answer does.
 	var mu sync.Mutex
 	final := false
-	ctx := httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -90,17 +73,35 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 			return nil
 		},
 	})
-	resp, err := p.roundTrip(out.WithContext(ctx))
+	out := r.WithContext(ctx)
+	u := *r.URL
+	out.URL = &u
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	out.Close = false
+	h := out.Header
+	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	removeHopByHop(h)
+	if trailers {
+		h["Te"] = []string{"trailers"}
+	}
+	p.prepare(out, r, ex)
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // none, rather than the transport's own
+	}
+
+	resp, err := p.roundTrip(out)
 	mu.Lock()
 	final = true
 	mu.Unlock()
 	if err != nil {
-		p.proxyError(w, &out, err)
+		p.proxyError(w, out, err)
 		return
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body.Close()
-		p.proxyError(w, &out, fmt.Errorf("instance switched protocols (%q) on a request for none", resp.Header.Get("Upgrade")))
+		p.proxyError(w, out, fmt.Errorf("instance switched protocols (%q) on a request for none", resp.Header.Get("Upgrade")))
 		return
 	}
 

@@ -250,7 +250,7 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		http.Error(w, "hopgate: reading request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	p.forward(w, r.WithContext(ctx), ex)
+	p.forward(ctx, w, r, ex)
 }
 
 // expire is the request timer's end: the route timeout before headers,
