@@ -27,7 +27,7 @@ func (p *Proxy) logRequest(ctx context.Context, r *http.Request, ex *exchange, s
 	if n := len(ex.tried); n > 0 {
 		args = append(args, "upstream", ex.tried[n-1].Addr)
 	}
-	args = append(args, telemetry.TraceArgs(ctx)...)
+	args = append(args, telemetry.TraceArgs(p.logContext(ctx, r.Header, ex.trusted))...)
 	if p.accessLog {
 		p.log.Info("request", args...)
 		return

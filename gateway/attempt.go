@@ -183,7 +183,10 @@ func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error)
 
 // attempt sends one try to ep.
 func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome) (*http.Response, error) {
-	ctx, span := p.tracer.Start(req.Context(), req.Method, trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := req.Context(), noSpan
+	if p.spans {
+		ctx, span = p.tracer.Start(ctx, req.Method, clientSpan)
+	}
 	// Attributes cost allocations: only for spans that go somewhere, and
 	// all at once when the attempt has its answer.
 	setAttributes := func(status int, err error) {
@@ -219,7 +222,9 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	}
 	// The header map is shared by all attempts; each injection replaces the
 	// previous attempt's traceparent with this attempt's span.
-	p.propagator.Inject(ctx, propagation.HeaderCarrier(out.Header))
+	if p.spans {
+		p.propagator.Inject(ctx, propagation.HeaderCarrier(out.Header))
+	}
 
 	transport := p.transport
 	if ex.route.policy.h2c {

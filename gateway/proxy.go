@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/hopgate/hopgate/gateway/balance"
 	"github.com/hopgate/hopgate/telemetry"
@@ -76,7 +77,23 @@ type Proxy struct {
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
 	accessLog  bool
+	// spans is false under the no-op tracer provider (telemetry.Setup's
+	// when nothing is exported): the proxy then starts no span at all and
+	// leaves trace headers as they came, which is what injecting no-op
+	// spans would write, at none of the cost.
+	spans bool
 }
+
+// noSpan stands for the spans not started when spans is false.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// Span kinds as start options, made once: each conversion to the option
+// interface would allocate.
+var (
+	serverSpan = trace.WithSpanKind(trace.SpanKindServer)
+	clientSpan = trace.WithSpanKind(trace.SpanKindClient)
+	newRoot    = trace.WithNewRoot()
+)
 
 // NewProxy returns the public handler for gw.
 func NewProxy(gw *Gateway, opts ProxyOptions) *Proxy {
@@ -95,7 +112,9 @@ func NewProxy(gw *Gateway, opts ProxyOptions) *Proxy {
 	if opts.Propagator == nil {
 		opts.Propagator = otel.GetTextMapPropagator()
 	}
+	_, noSpans := opts.TracerProvider.(noop.TracerProvider)
 	p := &Proxy{
+		spans:      !noSpans,
 		gw:         gw,
 		settings:   &gw.settings,
 		log:        opts.Logger,
@@ -323,23 +342,42 @@ func (ex *exchange) getBody() (io.ReadCloser, error) {
 // default the client's context becomes a link of a new trace, and its
 // trace headers and baggage go no further.
 func (p *Proxy) startServerSpan(r *http.Request, trusted bool) (context.Context, trace.Span) {
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 	ctx := r.Context()
-	if trusted || p.settings.TraceContext == TraceContinue {
-		ctx = p.propagator.Extract(ctx, propagation.HeaderCarrier(r.Header))
-	} else {
-		if p.settings.TraceContext != TraceIgnore {
-			remote := trace.SpanContextFromContext(p.propagator.Extract(ctx, propagation.HeaderCarrier(r.Header)))
-			if remote.IsValid() {
-				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: remote}))
-			}
-		}
-		opts = append(opts, trace.WithNewRoot())
-		r.Header.Del("Traceparent")
-		r.Header.Del("Tracestate")
-		r.Header.Del("Baggage")
+	continued := p.continuesTrace(trusted)
+	if !continued {
+		defer func() {
+			r.Header.Del("Traceparent")
+			r.Header.Del("Tracestate")
+			r.Header.Del("Baggage")
+		}()
 	}
-	return p.tracer.Start(ctx, r.Method, opts...)
+	switch {
+	case !p.spans:
+		return ctx, noSpan
+	case continued:
+		return p.tracer.Start(p.propagator.Extract(ctx, propagation.HeaderCarrier(r.Header)), r.Method, serverSpan)
+	case p.settings.TraceContext != TraceIgnore:
+		remote := trace.SpanContextFromContext(p.propagator.Extract(ctx, propagation.HeaderCarrier(r.Header)))
+		if remote.IsValid() {
+			return p.tracer.Start(ctx, r.Method, serverSpan, newRoot, trace.WithLinks(trace.Link{SpanContext: remote}))
+		}
+	}
+	return p.tracer.Start(ctx, r.Method, serverSpan, newRoot)
+}
+
+// continuesTrace says whether the caller's trace context is continued:
+// only a trusted peer's, or anyone's when the gateway is told so.
+func (p *Proxy) continuesTrace(trusted bool) bool {
+	return trusted || p.settings.TraceContext == TraceContinue
+}
+
+// logContext is ctx for a log line's trace fields: when no span was
+// started, the caller's context the gateway passed on.
+func (p *Proxy) logContext(ctx context.Context, h http.Header, trusted bool) context.Context {
+	if p.spans || !p.continuesTrace(trusted) {
+		return ctx
+	}
+	return p.propagator.Extract(ctx, propagation.HeaderCarrier(h))
 }
 
 func spanName(r *http.Request, route *Route) string {
@@ -456,7 +494,7 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		status = 499
 	}
 	p.log.Warn("proxy error", append([]any{"route", ex.route.Name, "status", status,
-		"attempts", ex.attempts, "error", err}, telemetry.TraceArgs(r.Context())...)...)
+		"attempts", ex.attempts, "error", err}, telemetry.TraceArgs(p.logContext(r.Context(), r.Header, ex.trusted))...)...)
 	if status == 499 {
 		w.WriteHeader(status)
 		return

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Options describe the process for the trace resource. OTEL_SERVICE_NAME and
@@ -28,24 +29,28 @@ type Options struct {
 // when an exporter is configured, a tracer provider that batches spans to it.
 // With no exporter configured (neither OTEL_TRACES_EXPORTER nor an OTLP
 // endpoint variable is set, or OTEL_TRACES_EXPORTER=none) nothing is
-// exported and spans cost next to nothing, but incoming trace context still
+// exported: the global tracer provider is then the no-op one, by which the
+// gateway knows to skip spans altogether, and incoming trace context still
 // flows through to upstreams.
 //
 // The returned shutdown flushes buffered spans; call it on the way out.
 func Setup(ctx context.Context, opts Options) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(
 		propagation.TraceContext{}, propagation.Baggage{}))
-	noop := func(context.Context) error { return nil }
+	off := func() (func(context.Context) error, error) {
+		otel.SetTracerProvider(noop.NewTracerProvider())
+		return func(context.Context) error { return nil }, nil
+	}
 
 	if os.Getenv("OTEL_SDK_DISABLED") == "true" || !exporterConfigured() {
-		return noop, nil
+		return off()
 	}
 	exp, err := autoexport.NewSpanExporter(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if autoexport.IsNoneSpanExporter(exp) {
-		return noop, nil
+		return off()
 	}
 	res, err := resource.New(ctx,
 		resource.WithAttributes(
