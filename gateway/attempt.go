@@ -98,7 +98,7 @@ func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 		ex.tried = append(ex.tried, ep)
 		ex.attempts++
 		attemptStart := time.Now()
-		resp, err := p.attempt(req, ex, ep, streamed, reason)
+		resp, err := p.attempt(req, ex, ep, streamed, reason, attemptStart)
 		reason = classify(resp, err)
 		p.gw.metrics.observeAttempt(req.Context(), route, ep, reason, attemptStart)
 		p.passiveHealth(req, ex, ep, reason)
@@ -181,8 +181,8 @@ func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error)
 	return ep, err
 }
 
-// attempt sends one try to ep.
-func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome) (*http.Response, error) {
+// attempt sends one try to ep, begun at start.
+func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome, start time.Time) (*http.Response, error) {
 	ctx, span := req.Context(), noSpan
 	if p.spans {
 		ctx, span = p.tracer.Start(ctx, req.Method, clientSpan)
@@ -197,14 +197,11 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 
 	// The try timeout bounds the wait for headers, like the route timeout;
 	// it needs a timer of its own only when it ends before the route's.
-	cancel := func() {}
-	var tryTimedOut atomic.Bool
-	stopTry := func() bool { return false }
+	var try *tryTimer
 	if d := ex.route.policy.tryTimeout; ex.timer != nil && time.Until(ex.deadline) > d {
-		var cancelTry context.CancelFunc
-		ctx, cancelTry = context.WithCancel(ctx)
-		cancel = cancelTry
-		stopTry = time.AfterFunc(d, func() { tryTimedOut.Store(true); cancelTry() }).Stop
+		try = &tryTimer{}
+		ctx, try.cancel = context.WithCancel(ctx)
+		try.timer = time.AfterFunc(d, try.expire)
 	}
 
 	out := req.WithContext(ctx)
@@ -230,16 +227,15 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	if ex.route.policy.h2c {
 		transport = p.h2c
 	}
-	start := time.Now()
 	ep.Stats.Begin()
 	resp, err := transport.RoundTrip(out)
-	stopTry()
+	timedOut := try.stop()
 	if err != nil {
-		if tryTimedOut.Load() && req.Context().Err() == nil {
+		if timedOut && req.Context().Err() == nil {
 			err = fmt.Errorf("%w: no answer from %s within %v", errTimeout, ep.Addr, ex.route.policy.tryTimeout)
 		}
 		ep.Stats.End(time.Since(start), 0, true)
-		cancel()
+		try.end()
 		setAttributes(0, err)
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
@@ -255,18 +251,42 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	// body has been copied to the client, so they cover the whole exchange.
 	// An upgraded connection (101) keeps its body as the tunnel:
 	// ReverseProxy needs its Write method, so it is not wrapped.
-	done := func() {
-		ep.Stats.End(rtt, resp.StatusCode, false)
-		span.End()
-		cancel()
-	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		ep.Stats.End(rtt, resp.StatusCode, false)
 		span.End()
 		return resp, nil
 	}
-	resp.Body = &attemptResponse{ReadCloser: resp.Body, ex: ex, done: done}
+	resp.Body = &attemptResponse{ReadCloser: resp.Body, ex: ex, ep: ep, rtt: rtt, status: resp.StatusCode, span: span, try: try}
 	return resp, nil
+}
+
+// tryTimer is an attempt's own timeout, when it ends before the route's.
+type tryTimer struct {
+	timer    *time.Timer
+	cancel   context.CancelFunc
+	timedOut atomic.Bool
+}
+
+func (t *tryTimer) expire() {
+	t.timedOut.Store(true)
+	t.cancel()
+}
+
+// stop stops the timer and says whether it had fired. Nil-safe, as are
+// all its methods: an attempt without a timer of its own has a nil one.
+func (t *tryTimer) stop() bool {
+	if t == nil {
+		return false
+	}
+	t.timer.Stop()
+	return t.timedOut.Load()
+}
+
+// end releases the attempt's context.
+func (t *tryTimer) end() {
+	if t != nil {
+		t.cancel()
+	}
 }
 
 // clientAttributes appends an attempt span's attributes to attrs: the

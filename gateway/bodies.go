@@ -8,6 +8,10 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/hopgate/hopgate/gateway/balance"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // attemptBody lets a streamed request body serve several attempts: the
@@ -39,13 +43,17 @@ func (b *attemptBody) Close() error { return nil }
 // attemptResponse is an answer's body on its way to the client: each read
 // restarts the idle timeout, so a stalled instance does not hold the
 // client forever while a stream that keeps flowing lives as long as it
-// likes; closing it runs done once, ending the attempt's span and
-// in-flight count.
+// likes; closing it ends, once, the attempt: its span, its in-flight
+// count and its context.
 type attemptResponse struct {
 	io.ReadCloser
-	ex   *exchange
-	done func()
-	once sync.Once
+	ex     *exchange
+	ep     *balance.Endpoint
+	rtt    time.Duration // to the answer's headers
+	status int
+	span   trace.Span
+	try    *tryTimer
+	once   sync.Once
 }
 
 func (b *attemptResponse) Read(p []byte) (int, error) {
@@ -58,8 +66,14 @@ func (b *attemptResponse) Read(p []byte) (int, error) {
 
 func (b *attemptResponse) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.done)
+	b.once.Do(b.end)
 	return err
+}
+
+func (b *attemptResponse) end() {
+	b.ep.Stats.End(b.rtt, b.status, false)
+	b.span.End()
+	b.try.end()
 }
 
 // statusRecorder remembers the status code for the span and the access log.

@@ -87,8 +87,8 @@ func sanitizeConnection(h http.Header) {
 // allows it. Anything else (h2c above all, which Go's ReverseProxy would
 // forward) is removed and the request goes on as a plain one.
 func filterUpgrade(h http.Header, allowWebSocket bool) {
-	h.Del("Http2-Settings")
-	up := h.Get("Upgrade")
+	delete(h, "Http2-Settings")
+	up := first(h, "Upgrade")
 	if up == "" {
 		return
 	}

@@ -16,22 +16,15 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
-	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 )
 
-// hopHeaders are the hop-by-hop headers of RFC 9110 (7.6.1) and the older
-// ones that proxies still strip, in canonical form.
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
 // removeHopByHop deletes the hop-by-hop headers of h, and those its
-// Connection header names.
+// Connection header names. A header holds a handful of names: one pass
+// over them costs less than a lookup of every hop-by-hop name.
 func removeHopByHop(h http.Header) {
 	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
@@ -40,40 +33,37 @@ func removeHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, name := range hopHeaders {
-		delete(h, name)
+	for name := range h {
+		if isHopHeader(name) {
+			delete(h, name)
+		}
 	}
 }
 
-// forward sends r, in ctx (which carries its exchange), to the route's
-// instances and copies the answer to w. The client's request becomes the
-// outgoing one, in one copy with its own URL and context: the gateway owns
-// it, and what the access log and the span read of it (method, host, path,
-// peer) is not changed.
-func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *exchange) {
+// isHopHeader says whether a canonical name is hop-by-hop: those of RFC
+// 9110 (7.6.1) and the older ones that proxies still strip.
+func isHopHeader(name string) bool {
+	switch name {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// forward sends r, in the exchange's context, to the route's instances and
+// copies the answer to w. The client's request becomes the outgoing one,
+// in one copy with its own URL and context: the gateway owns it, and what
+// the access log and the span read of it (method, host, path, peer) is not
+// changed.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	if isUpgrade(r) {
-		p.rp.ServeHTTP(w, r.WithContext(ctx))
+		p.rp.ServeHTTP(w, r.WithContext(ex))
 		return
 	}
-	// Informational answers (103 Early Hints) go to the client as they
-	// come, until the final answer does.
-	var mu sync.Mutex
-	final := false
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if final {
-				return nil
-			}
-			wh := w.Header()
-			copyHeader(wh, http.Header(header))
-			w.WriteHeader(code)
-			clear(wh)
-			return nil
-		},
-	})
-	out := r.WithContext(ctx)
+	ex.hintsTo = w
+	ex.hints.Got1xxResponse = ex.passHint
+	out := r.WithContext(httptrace.WithClientTrace(ex, &ex.hints))
 	u := *r.URL
 	out.URL = &u
 	if r.ContentLength == 0 {
@@ -92,9 +82,9 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 
 	resp, err := p.roundTrip(out)
-	mu.Lock()
-	final = true
-	mu.Unlock()
+	ex.hintsMu.Lock()
+	ex.hintsFinal = true
+	ex.hintsMu.Unlock()
 	if err != nil {
 		p.proxyError(w, out, err)
 		return
@@ -147,6 +137,21 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 }
 
+// passHint passes an informational answer (103 Early Hints) to the
+// client, unless the final answer is on its way.
+func (ex *exchange) passHint(code int, header textproto.MIMEHeader) error {
+	ex.hintsMu.Lock()
+	defer ex.hintsMu.Unlock()
+	if ex.hintsFinal {
+		return nil
+	}
+	wh := ex.hintsTo.Header()
+	copyHeader(wh, http.Header(header))
+	ex.hintsTo.WriteHeader(code)
+	clear(wh)
+	return nil
+}
+
 // prepare shapes the outgoing request out of the client's in: the path the
 // instance sees, the forwarding headers. A trusted proxy's forwarding
 // chain is extended and its view of host and scheme kept; anyone else's
@@ -165,16 +170,19 @@ func (p *Proxy) prepare(out, in *http.Request, ex *exchange) {
 	var fwdHost, fwdProto string
 	if ex.trusted {
 		chain, forwarded = in.Header["X-Forwarded-For"], in.Header["Forwarded"]
-		fwdHost, fwdProto = in.Header.Get("X-Forwarded-Host"), in.Header.Get("X-Forwarded-Proto")
+		fwdHost, fwdProto = first(in.Header, "X-Forwarded-Host"), first(in.Header, "X-Forwarded-Proto")
 	}
+	// The values share one array: one allocation, not four.
+	vals := new([4]string)
+	one := func(i int, v string) []string { vals[i] = v; return vals[i : i+1 : i+1] }
 	clientIP, _, err := net.SplitHostPort(in.RemoteAddr)
 	switch {
 	case err != nil:
 		delete(h, "X-Forwarded-For")
 	case len(chain) > 0:
-		h["X-Forwarded-For"] = []string{strings.Join(chain, ", ") + ", " + clientIP}
+		h["X-Forwarded-For"] = one(0, strings.Join(chain, ", ")+", "+clientIP)
 	default:
-		h["X-Forwarded-For"] = []string{clientIP}
+		h["X-Forwarded-For"] = one(0, clientIP)
 	}
 	if forwarded != nil {
 		h["Forwarded"] = forwarded
@@ -187,10 +195,10 @@ func (p *Proxy) prepare(out, in *http.Request, ex *exchange) {
 	if fwdProto == "" {
 		fwdProto = scheme(in)
 	}
-	h["X-Forwarded-Host"] = []string{fwdHost}
-	h["X-Forwarded-Proto"] = []string{fwdProto}
-	if err == nil && h.Get("X-Real-Ip") == "" {
-		h["X-Real-Ip"] = []string{clientIP}
+	h["X-Forwarded-Host"] = one(1, fwdHost)
+	h["X-Forwarded-Proto"] = one(2, fwdProto)
+	if err == nil && first(h, "X-Real-Ip") == "" {
+		h["X-Real-Ip"] = one(3, clientIP)
 	}
 }
 
@@ -242,7 +250,7 @@ func streams(resp *http.Response) bool {
 	if resp.ContentLength == -1 {
 		return true
 	}
-	ct, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	ct, _, _ := strings.Cut(first(resp.Header, "Content-Type"), ";")
 	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"strings"
@@ -138,7 +139,13 @@ type ctxKey struct{}
 
 // exchange is what the proxy carries through forwarding for one
 // request: the matched route, the replayable body and the attempts so far.
+//
+// Once the request is routed, the exchange is also its context: the
+// cancellable one the route timeout and the client leaving end, answering
+// for ctxKey itself. That saves a context per request, and the lookups the
+// transport makes of it stop at the first link.
 type exchange struct {
+	context.Context
 	route    *Route
 	span     trace.Span // the gateway's server span, for events
 	body     []byte     // the whole request body when it could be buffered
@@ -165,6 +172,21 @@ type exchange struct {
 	// aborted is set when the answer could not be copied to its end: the
 	// connection is cut once the request is logged.
 	aborted bool
+	// Informational answers (103 Early Hints) pass to the client as they
+	// come, until the final answer does; a transport may report them from
+	// a goroutine of its own.
+	hints      httptrace.ClientTrace
+	hintsMu    sync.Mutex
+	hintsTo    http.ResponseWriter
+	hintsFinal bool
+}
+
+// Value answers for ctxKey with the exchange.
+func (ex *exchange) Value(key any) any {
+	if key == (ctxKey{}) {
+		return ex
+	}
+	return ex.Context.Value(key)
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -188,8 +210,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !trusted {
 		// Forwarding headers from an untrusted peer are replaced by the
 		// gateway's own (httputil.ReverseProxy does so for X-Forwarded-*).
-		r.Header.Del("Forwarded")
-		r.Header.Del("X-Real-Ip")
+		delete(r.Header, "Forwarded")
+		delete(r.Header, "X-Real-Ip")
 	}
 	sanitizeConnection(r.Header)
 
@@ -228,8 +250,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveRoute applies the route's limits and timeout, then proxies. ctx is
-// r's context with the gateway's span: the request is given it once, as
-// it is proxied.
+// r's context with the gateway's span; the exchange, made the request's
+// context here, is given to the outgoing request once, as it is proxied.
 func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *exchange) {
 	route := ex.route
 	st := route.state
@@ -241,9 +263,9 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	st.budget.request(p.gw.now())
 
-	ctx, cancel := context.WithCancel(context.WithValue(ctx, ctxKey{}, ex))
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ex.cancel = cancel
+	ex.Context, ex.cancel = ctx, cancel
 	if !isUpgrade(r) {
 		// The route timeout bounds the wait for an answer's headers,
 		// retries included; a body then streams for as long as it flows,
@@ -269,7 +291,7 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		http.Error(w, "hopgate: reading request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	p.forward(ctx, w, r, ex)
+	p.forward(w, r, ex)
 }
 
 // expire is the request timer's end: the route timeout before headers,
@@ -346,9 +368,9 @@ func (p *Proxy) startServerSpan(r *http.Request, trusted bool) (context.Context,
 	continued := p.continuesTrace(trusted)
 	if !continued {
 		defer func() {
-			r.Header.Del("Traceparent")
-			r.Header.Del("Tracestate")
-			r.Header.Del("Baggage")
+			delete(r.Header, "Traceparent")
+			delete(r.Header, "Tracestate")
+			delete(r.Header, "Baggage")
 		}()
 	}
 	switch {
@@ -515,10 +537,19 @@ func isIdempotent(r *http.Request) bool {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
-	return r.Header.Get("Idempotency-Key") != ""
+	return first(r.Header, "Idempotency-Key") != ""
 }
 
-func isUpgrade(r *http.Request) bool { return r.Header.Get("Upgrade") != "" }
+func isUpgrade(r *http.Request) bool { return first(r.Header, "Upgrade") != "" }
+
+// first is h.Get(name) for a name already in canonical form: the hot
+// path's lookups skip canonicalising their constant names again.
+func first(h http.Header, name string) string {
+	if v := h[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
