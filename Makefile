@@ -29,7 +29,7 @@ help:
 	@echo "make tools  build bin/consul and bin/jaeger from source (minutes, once)"
 	@echo "make images build the hopgate and hello Docker images ($(HOPGATE_IMAGE), $(HELLO_IMAGE))"
 	@echo "make images-offline  build stand-ins for the Consul and Jaeger images from bin/ (no registry needed)"
-	@echo "make bench  hopgate beside haproxy and nginx under wrk (installs them with apt-get when missing; ~3 min)"
+	@echo "make bench  hopgate beside haproxy, nginx and a bare fasthttp proxy under wrk (installs them with apt-get when missing; ~5 min)"
 	@echo "make bench-go  the Go micro-benchmarks of the gateway and the balancers"
 	@echo "make bench-discovery  1,000 services x 5 instances in a real Consul, one flapping: route-update latency, Consul requests, memory (~1 min)"
 
@@ -138,7 +138,9 @@ images-offline: tools
 test-docker: tools
 	$(GO) test -count=1 -timeout 10m -v -run 'Docker|Compose|Remote' ./deploy/e2e/
 
-# Side by side with haproxy and nginx (deploy/bench): the same two upstreams,
+# Side by side with haproxy, nginx and a bare fasthttp proxy, the floor for
+# a Go proxy (deploy/bench; deploy/bench/fasthttp-proxy is its own module,
+# so hopgate does not depend on fasthttp): the same two upstreams,
 # wrk in interleaved rounds, the proxies' CPU per request from /proc. A
 # benchmark, not a test; flags through BENCH_ARGS, e.g. BENCH_ARGS='-rounds 5
 # -workers 1'. The traced row needs a Jaeger binary; it is skipped without.
@@ -146,6 +148,7 @@ BENCH_ARGS ?=
 bench: $(BIN)/hopgate $(CONSUL_BIN)
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hopgate-bench ./deploy/bench
+	cd deploy/bench/fasthttp-proxy && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fasthttp-proxy .
 	$(BIN)/hopgate-bench -bin $(BIN) -consul $(CONSUL_BIN) $$(test -x $(JAEGER_BIN) && echo -jaeger $(JAEGER_BIN)) $(BENCH_ARGS)
 
 # Discovery at scale (deploy/bench/discovery): a Consul dev agent with 1,000

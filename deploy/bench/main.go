@@ -17,6 +17,13 @@
 // wrk connection waits a fixed delay between requests, and latency is
 // compared at equal work.
 //
+// A "fasthttp" row, when bin/fasthttp-proxy is built (deploy/bench/
+// fasthttp-proxy, its own module), is the floor for a Go proxy on this
+// machine: a bare round robin on fasthttp, which parses into reused
+// buffers and allocates next to nothing, on the same runtime and kernel as
+// hopgate. The distance from hopgate to it is hopgate's own code; the
+// distance from it to haproxy is Go's.
+//
 // It is a benchmark, not a test: nothing in `make test` runs it. It needs
 // nginx, haproxy and wrk (installed from Debian packages with -install when
 // missing), bin/hopgate and a consul binary; with a jaeger binary it adds a
@@ -45,6 +52,7 @@ import (
 
 type options struct {
 	bin, hopgate, consul, jaeger    string
+	fasthttp                        string
 	jaegerConfig, perf              string
 	rounds, connections, threads    int
 	duration, warmup, timeout       time.Duration
@@ -64,6 +72,7 @@ func main() {
 	fs.StringVar(&o.perf, "perf", "", "after the rounds, one more unmeasured run of \"hopgate rr\" under `perf record -g`, written to this `file` (use an unstripped -hopgate)")
 	fs.StringVar(&o.consul, "consul", "", "consul `binary` (default: <bin>/consul, then PATH)")
 	fs.StringVar(&o.jaeger, "jaeger", "", "jaeger `binary` for the traced row (default: <bin>/jaeger, then PATH; none: no traced row)")
+	fs.StringVar(&o.fasthttp, "fasthttp", "", "fasthttp-proxy `binary` for the Go floor row (default: <bin>/fasthttp-proxy; none: no such row)")
 	fs.StringVar(&o.jaegerConfig, "jaeger-config", "deploy/local/jaeger.yaml", "Jaeger config `file`")
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds over every target")
 	fs.DurationVar(&o.duration, "d", 5*time.Second, "wrk duration of each measured run")
@@ -190,6 +199,15 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	add("nginx", url, p)
+	if fh := findBin(o.fasthttp, o.bin, "fasthttp-proxy"); fh != "" {
+		p, url, err := startFasthttp(ctx, ps, fh, ports)
+		if err != nil {
+			return err
+		}
+		add("fasthttp", url, p)
+	} else {
+		fmt.Println("no fasthttp-proxy binary: skipping the Go floor row")
+	}
 
 	// hopgate, one process per configuration.
 	gomaxprocs := []string{}

@@ -139,6 +139,23 @@ func startNginx(ctx context.Context, ps *procs, dir string, upstreams []int, wor
 	return p, peerURL(port), waitReady(ctx, p, port)
 }
 
+// startFasthttp starts the Go floor: deploy/bench/fasthttp-proxy.
+func startFasthttp(ctx context.Context, ps *procs, bin string, upstreams []int) (*proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addrs := make([]string, len(upstreams))
+	for i, u := range upstreams {
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", u)
+	}
+	p, err := ps.start("fasthttp", cleanEnv(), bin, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-upstreams", strings.Join(addrs, ","))
+	if err != nil {
+		return nil, "", err
+	}
+	return p, peerURL(port), waitReady(ctx, p, port)
+}
+
 func peerURL(port int) string { return fmt.Sprintf("http://127.0.0.1:%d/", port) }
 
 func waitReady(ctx context.Context, p *proc, port int) error {
