@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/hopgate/hopgate/gateway/balance"
+	"github.com/hopgate/hopgate/gateway/h1"
 	"github.com/hopgate/hopgate/telemetry"
 )
 
@@ -263,9 +264,15 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	st.budget.request(p.gw.now())
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ex.Context, ex.cancel = ctx, cancel
+	if info, ok := h1.InfoOf(r); ok {
+		// The server's request context is this request's alone and ends
+		// with it: the route timeout can end it too.
+		ex.Context, ex.cancel = ctx, info.Cancel
+	} else {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ex.Context, ex.cancel = ctx, cancel
+	}
 	if !isUpgrade(r) {
 		// The route timeout bounds the wait for an answer's headers,
 		// retries included; a body then streams for as long as it flows,

@@ -241,6 +241,10 @@ type Info struct {
 	// Content-Length; RFC 9112 (6.3) asks that such a request be refused
 	// and its connection closed.
 	BothFramings bool
+	// Cancel ends the request's context, as the client leaving does: a
+	// handler that bounds the request by a timer of its own cancels it
+	// without making a context of its own.
+	Cancel context.CancelFunc
 }
 
 type connKey struct{}
@@ -252,5 +256,5 @@ func InfoOf(r *http.Request) (Info, bool) {
 	if !ok {
 		return Info{}, false
 	}
-	return Info{Requests: c.requests, BothFramings: c.bothFramings}, true
+	return Info{Requests: c.requests, BothFramings: c.bothFramings, Cancel: c.cancel}, true
 }

@@ -549,28 +549,36 @@ func TestKeepAlivesOff(t *testing.T) {
 
 func TestInfo(t *testing.T) {
 	type seen struct {
-		info Info
-		ok   bool
+		requests     int64
+		bothFramings bool
+		ok           bool
+		cancelEnds   bool // Cancel ended the request's context, and only that
 	}
 	got := make(chan seen, 4)
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info, ok := InfoOf(r)
-		got <- seen{info, ok}
+		live := r.Context().Err() == nil
+		if ok {
+			info.Cancel()
+		}
+		got <- seen{info.Requests, info.BothFramings, ok, live && r.Context().Err() == context.Canceled}
 		io.Copy(io.Discard, r.Body)
 	}))
 	rc := dial(t, addr)
 	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na" +
 		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
 		"POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-	for i, want := range []Info{{1, false}, {2, false}, {3, true}} {
+	// Each request has a live context of its own: the previous one's
+	// Cancel did not end it.
+	for i, want := range []seen{{1, false, true, true}, {2, false, true, true}, {3, true, true, true}} {
 		var s seen
 		select {
 		case s = <-got:
 		case <-time.After(5 * time.Second):
 			t.Fatalf("request %d never reached the handler", i+1)
 		}
-		if !s.ok || s.info != want {
-			t.Errorf("request %d: %+v (ok=%v), want %+v", i+1, s.info, s.ok, want)
+		if s != want {
+			t.Errorf("request %d: %+v, want %+v", i+1, s, want)
 		}
 	}
 	if _, ok := InfoOf(httpRequest()); ok {
