@@ -427,7 +427,10 @@ func (c *upstreamConn) writeRequest(req *http.Request) error {
 func (c *upstreamConn) readResponse(ctx context.Context, req *http.Request) (*http.Response, error) {
 	for n := 0; ; n++ {
 		c.headLimit = c.answered - int64(c.br.Buffered()) + maxResponseHead
-		resp, err := http.ReadResponse(c.br, req)
+		resp, err := simpleAnswer(c.br, req), error(nil)
+		if resp == nil {
+			resp, err = http.ReadResponse(c.br, req)
+		}
 		c.headLimit = 0
 		if err != nil {
 			if c.answered > maxResponseHead && errors.Is(err, errResponseHeadTooLarge) {

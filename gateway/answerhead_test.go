@@ -1,0 +1,131 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var answerSeeds = []string{
+	"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nDate: Sat, 28 Nov 2026 03:00:00 GMT\r\n\r\nhello",
+	"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye",
+	"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\nabc",
+	"HTTP/1.1 200 OK\r\ncontent-length:   007  \r\nx-odd-Name: \t v \t\r\n\r\n1234567extra",
+	"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel",                        // cut short
+	"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", // net/http's
+	"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\n\r\nuntil close",
+	"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n",
+	"HTTP/1.1 304 Not Modified\r\n\r\n",
+	"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\nX: y\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n folded\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nhi",
+	"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+	"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1  200 OK\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTrailer: X\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200 \xff\xfe\r\nX: \xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+}
+
+// TestSimpleAnswerShape: the common answer is taken; every other shape is
+// left, unconsumed, to net/http's reader.
+func TestSimpleAnswerShape(t *testing.T) {
+	get, _ := http.NewRequest("GET", "http://x/", nil)
+	for _, tc := range []struct {
+		answer string
+		taken  bool
+	}{
+		{answerSeeds[0], true},
+		{answerSeeds[1], true},
+		{answerSeeds[3], true},
+		{answerSeeds[4], true},
+		{answerSeeds[7], false},  // two lengths: net/http decides
+		{answerSeeds[9], false},  // chunked
+		{answerSeeds[11], false}, // ends with the connection
+		{answerSeeds[12], false}, // HTTP/1.0
+		{answerSeeds[13], false}, // no body by its status
+		{answerSeeds[15], false}, // 1xx first
+		{answerSeeds[16], false}, // a bare LF
+		{answerSeeds[17], false}, // a folded line
+	} {
+		br := bufio.NewReaderSize(strings.NewReader(tc.answer), 4096)
+		resp := simpleAnswer(br, get)
+		if (resp != nil) != tc.taken {
+			t.Errorf("%q: taken %v, want %v", tc.answer, resp != nil, tc.taken)
+		}
+		if resp == nil && br.Buffered() != len(tc.answer) {
+			t.Errorf("%q: left to net/http with %d of %d bytes consumed", tc.answer, len(tc.answer)-br.Buffered(), len(tc.answer))
+		}
+	}
+	head, _ := http.NewRequest("HEAD", "http://x/", nil)
+	if simpleAnswer(bufio.NewReader(strings.NewReader(answerSeeds[0])), head) != nil {
+		t.Error("the answer to a HEAD taken: its Content-Length announces a body that never comes")
+	}
+}
+
+// TestSimpleAnswerWaits: a head that arrives in pieces is waited for.
+func TestSimpleAnswerWaits(t *testing.T) {
+	pr, pw := io.Pipe()
+	go func() {
+		for _, piece := range []string{"HTTP/1.1 200 OK\r\nContent-Le", "ngth: 2\r\n", "\r", "\nhi"} {
+			_, _ = pw.Write([]byte(piece))
+		}
+		pw.Close()
+	}()
+	get, _ := http.NewRequest("GET", "http://x/", nil)
+	resp := simpleAnswer(bufio.NewReaderSize(pr, 4096), get)
+	if resp == nil {
+		t.Fatal("a head in pieces was not taken")
+	}
+	if b, err := io.ReadAll(resp.Body); string(b) != "hi" || err != nil {
+		t.Errorf("body %q, %v", b, err)
+	}
+}
+
+// FuzzSimpleAnswer holds simpleAnswer to net/http's reader: whatever it
+// takes, http.ReadResponse reads the same way: the same status, headers,
+// length and close, the same body bytes, an error where it errs.
+func FuzzSimpleAnswer(f *testing.F) {
+	for _, s := range answerSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, _ := http.NewRequest("GET", "http://x/", nil)
+		fast := simpleAnswer(bufio.NewReaderSize(bytes.NewReader(data), 4096), req)
+		if fast == nil {
+			return
+		}
+		slow, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(data)), req)
+		if err != nil {
+			t.Fatalf("taken, but net/http refuses it: %v", err)
+		}
+		if fast.Status != slow.Status || fast.StatusCode != slow.StatusCode || fast.Proto != slow.Proto ||
+			fast.ContentLength != slow.ContentLength || fast.Close != slow.Close {
+			t.Fatalf("status %q %d %s length %d close %v, net/http: %q %d %s length %d close %v",
+				fast.Status, fast.StatusCode, fast.Proto, fast.ContentLength, fast.Close,
+				slow.Status, slow.StatusCode, slow.Proto, slow.ContentLength, slow.Close)
+		}
+		if !reflect.DeepEqual(fast.Header, slow.Header) {
+			t.Fatalf("headers %q, net/http: %q", fast.Header, slow.Header)
+		}
+		fb, ferr := io.ReadAll(fast.Body)
+		sb, serr := io.ReadAll(slow.Body)
+		if !bytes.Equal(fb, sb) || (ferr == nil) != (serr == nil) {
+			t.Fatalf("body %q (%v), net/http: %q (%v)", fb, ferr, sb, serr)
+		}
+	})
+}
