@@ -87,7 +87,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime $(FUZZTIME) ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzHeadLen$$' -fuzztime $(FUZZTIME) ./gateway/h1
-	$(GO) test -run '^$$' -fuzz '^FuzzSimpleAnswer$$' -fuzztime $(FUZZTIME) ./gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzSimpleRequest$$' -fuzztime $(FUZZTIME) ./gateway/h1
+	$(GO) test -run '^$$' -fuzz '^FuzzSimpleAnswer$$' -fuzztime $(FUZZTIME) ./gateway/h1
 
 # The resilience scenarios under load, with their figures (also part of
 # `make test`): rolling restart, SIGKILL, a hello answering 500, a slow

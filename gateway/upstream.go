@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hopgate/hopgate/gateway/h1"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -427,7 +428,7 @@ func (c *upstreamConn) writeRequest(req *http.Request) error {
 func (c *upstreamConn) readResponse(ctx context.Context, req *http.Request) (*http.Response, error) {
 	for n := 0; ; n++ {
 		c.headLimit = c.answered - int64(c.br.Buffered()) + maxResponseHead
-		resp, err := simpleAnswer(c.br, req), error(nil)
+		resp, err := h1.SimpleAnswer(c.br, req), error(nil)
 		if resp == nil {
 			resp, err = http.ReadResponse(c.br, req)
 		}

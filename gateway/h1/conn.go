@@ -181,8 +181,10 @@ func (c *conn) readRequest() (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.ReadRequest(c.br)
-	if err != nil {
+	req := parseSimpleRequest(head, c.br)
+	if req != nil {
+		_, _ = c.br.Discard(len(head))
+	} else if req, err = http.ReadRequest(c.br); err != nil {
 		return nil, err
 	}
 	c.requests++

@@ -6,9 +6,10 @@
 // path that goroutine, its system calls and its hand-offs cost more than
 // reading and writing the request itself. This server keeps one goroutine
 // per connection and starts such a watch only for a request still running
-// after watchDelay, when a client leaving is worth noticing. Parsing stays
-// with net/http (http.ReadRequest); what the server checks around it
-// follows Go's server: Host and header validity, Expect: 100-continue,
+// after watchDelay, when a client leaving is worth noticing. Heads of the
+// common shape are parsed here (simple.go), any other by net/http
+// (http.ReadRequest); what the server checks around parsing follows Go's
+// server: Host and header validity, Expect: 100-continue,
 // request bodies left unread, Content-Length or chunked framing of the
 // answer, 1xx answers, trailers, hijacking for upgrades, keep-alive and
 // graceful shutdown.

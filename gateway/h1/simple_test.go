@@ -1,4 +1,4 @@
-package gateway
+package h1
 
 import (
 	"bufio"
@@ -63,7 +63,7 @@ func TestSimpleAnswerShape(t *testing.T) {
 		{answerSeeds[17], false}, // a folded line
 	} {
 		br := bufio.NewReaderSize(strings.NewReader(tc.answer), 4096)
-		resp := simpleAnswer(br, get)
+		resp := SimpleAnswer(br, get)
 		if (resp != nil) != tc.taken {
 			t.Errorf("%q: taken %v, want %v", tc.answer, resp != nil, tc.taken)
 		}
@@ -72,7 +72,7 @@ func TestSimpleAnswerShape(t *testing.T) {
 		}
 	}
 	head, _ := http.NewRequest("HEAD", "http://x/", nil)
-	if simpleAnswer(bufio.NewReader(strings.NewReader(answerSeeds[0])), head) != nil {
+	if SimpleAnswer(bufio.NewReader(strings.NewReader(answerSeeds[0])), head) != nil {
 		t.Error("the answer to a HEAD taken: its Content-Length announces a body that never comes")
 	}
 }
@@ -87,7 +87,7 @@ func TestSimpleAnswerWaits(t *testing.T) {
 		pw.Close()
 	}()
 	get, _ := http.NewRequest("GET", "http://x/", nil)
-	resp := simpleAnswer(bufio.NewReaderSize(pr, 4096), get)
+	resp := SimpleAnswer(bufio.NewReaderSize(pr, 4096), get)
 	if resp == nil {
 		t.Fatal("a head in pieces was not taken")
 	}
@@ -96,7 +96,7 @@ func TestSimpleAnswerWaits(t *testing.T) {
 	}
 }
 
-// FuzzSimpleAnswer holds simpleAnswer to net/http's reader: whatever it
+// FuzzSimpleAnswer holds SimpleAnswer to net/http's reader: whatever it
 // takes, http.ReadResponse reads the same way: the same status, headers,
 // length and close, the same body bytes, an error where it errs.
 func FuzzSimpleAnswer(f *testing.F) {
@@ -105,7 +105,7 @@ func FuzzSimpleAnswer(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req, _ := http.NewRequest("GET", "http://x/", nil)
-		fast := simpleAnswer(bufio.NewReaderSize(bytes.NewReader(data), 4096), req)
+		fast := SimpleAnswer(bufio.NewReaderSize(bytes.NewReader(data), 4096), req)
 		if fast == nil {
 			return
 		}
@@ -121,6 +121,107 @@ func FuzzSimpleAnswer(f *testing.F) {
 		}
 		if !reflect.DeepEqual(fast.Header, slow.Header) {
 			t.Fatalf("headers %q, net/http: %q", fast.Header, slow.Header)
+		}
+		fb, ferr := io.ReadAll(fast.Body)
+		sb, serr := io.ReadAll(slow.Body)
+		if !bytes.Equal(fb, sb) || (ferr == nil) != (serr == nil) {
+			t.Fatalf("body %q (%v), net/http: %q (%v)", fb, ferr, sb, serr)
+		}
+	})
+}
+
+var requestSeeds = []string{
+	"GET /hello HTTP/1.1\r\nHost: site\r\nUser-Agent: wrk\r\n\r\n",
+	"POST /p?q=1 HTTP/1.1\r\nHost: site\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\nabcGET / HTTP/1.1\r\n",
+	"GET /a%20b?x=%zz HTTP/1.1\r\nHost: site\r\nConnection: close\r\nX: \t v \r\nx: w\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+	"GET / HTTP/1.1\r\nPragma: no-cache\r\nHost: a\r\n\r\n",
+	"GET / HTTP/1.1\r\n\r\n",
+	"GET http://site/ HTTP/1.1\r\nHost: other\r\n\r\n",
+	"CONNECT site:443 HTTP/1.1\r\nHost: site:443\r\n\r\n",
+	"OPTIONS * HTTP/1.1\r\nHost: site\r\n\r\n",
+	"GET / HTTP/1.0\r\nHost: site\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: site\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: site\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+	"POST / HTTP/1.1\r\nHost: site\r\nContent-Length: 5\r\n\r\nab",
+	"GET / HTTP/1.1\nHost: site\n\n",
+	"GET /\x7f HTTP/1.1\r\nHost: site\r\n\r\n",
+	"G(T / HTTP/1.1\r\nHost: site\r\n\r\n",
+	"GET  / HTTP/1.1\r\nHost: site\r\n\r\n",
+	"GET / HTTP/1.1 \r\nHost: site\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: site\r\n folded\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: si\x00te\r\n\r\n",
+	"GET //x/../y HTTP/1.1\r\nHost: site\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+	"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+}
+
+// TestSimpleRequestShape: the common request is taken, anything else left
+// to net/http's reader.
+func TestSimpleRequestShape(t *testing.T) {
+	for _, tc := range []struct {
+		request string
+		taken   bool
+	}{
+		{requestSeeds[0], true},
+		{requestSeeds[1], true},
+		{requestSeeds[2], true},
+		{requestSeeds[3], false},  // two Hosts: net/http refuses
+		{requestSeeds[4], false},  // Pragma, which net/http rewrites
+		{requestSeeds[6], false},  // absolute form
+		{requestSeeds[7], false},  // CONNECT
+		{requestSeeds[8], false},  // asterisk form
+		{requestSeeds[9], false},  // HTTP/1.0
+		{requestSeeds[10], false}, // chunked
+		{requestSeeds[13], false}, // bare LF
+		{requestSeeds[18], false}, // folded line
+	} {
+		br := bufio.NewReader(strings.NewReader(tc.request))
+		buf, _ := br.Peek(len(tc.request))
+		n := headLen(buf)
+		if n == 0 {
+			t.Fatalf("%q: no head", tc.request)
+		}
+		if req := parseSimpleRequest(buf[:n], br); (req != nil) != tc.taken {
+			t.Errorf("%q: taken %v, want %v", tc.request, req != nil, tc.taken)
+		}
+	}
+}
+
+// FuzzSimpleRequest holds parseSimpleRequest to net/http's reader:
+// whatever it takes, http.ReadRequest reads the same way.
+func FuzzSimpleRequest(f *testing.F) {
+	for _, s := range requestSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n := headLen(data)
+		if n == 0 {
+			return
+		}
+		br := bufio.NewReader(bytes.NewReader(data))
+		_, _ = br.Discard(n)
+		fast := parseSimpleRequest(data[:n], br)
+		if fast == nil {
+			return
+		}
+		slow, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data)))
+		if err != nil {
+			t.Fatalf("taken, but net/http refuses it: %v", err)
+		}
+		if fast.Method != slow.Method || fast.URL.String() != slow.URL.String() || fast.RequestURI != slow.RequestURI ||
+			fast.Proto != slow.Proto || fast.ProtoMajor != slow.ProtoMajor || fast.ProtoMinor != slow.ProtoMinor ||
+			fast.Host != slow.Host || fast.ContentLength != slow.ContentLength || fast.Close != slow.Close ||
+			len(slow.TransferEncoding) > 0 || slow.Trailer != nil {
+			t.Fatalf("request %+v,\nnet/http: %+v", fast, slow)
+		}
+		if !reflect.DeepEqual(fast.URL, slow.URL) {
+			t.Fatalf("URL %#v, net/http: %#v", fast.URL, slow.URL)
+		}
+		if !reflect.DeepEqual(fast.Header, slow.Header) {
+			t.Fatalf("headers %q, net/http: %q", fast.Header, slow.Header)
+		}
+		if (fast.Body == http.NoBody) != (slow.Body == http.NoBody) {
+			t.Fatalf("body %T, net/http: %T", fast.Body, slow.Body)
 		}
 		fb, ferr := io.ReadAll(fast.Body)
 		sb, serr := io.ReadAll(slow.Body)

@@ -1,0 +1,268 @@
+package h1
+
+// The common head, parsed without net/http's reader.
+//
+// Nearly every request a proxy serves, and every answer it forwards, has
+// the same shape: HTTP/1.1, its body's length in one Content-Length (or no
+// body), and a handful of plain "Name: value" lines. net/http's readers
+// spend more on such a head than on anything else a proxy does per request:
+// a string per line and a second pass for the framing. The parsers here
+// take exactly that shape, by rules no looser than net/http's, and nothing
+// else: for any other head they take nothing and say so, and net/http's
+// reader reads it by all of its rules. FuzzSimpleRequest and
+// FuzzSimpleAnswer hold each to net/http's result.
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// SimpleAnswer parses the answer to req at the head of br when it has the
+// common shape (a final status with a body, one Content-Length), waiting
+// for the rest of its head while the buffer has room. It returns nil,
+// having consumed nothing, for any other answer and on a read error,
+// which the caller's http.ReadResponse then meets and reports in its own
+// terms.
+func SimpleAnswer(br *bufio.Reader, req *http.Request) *http.Response {
+	if req.Method == http.MethodHead {
+		return nil // a body the head announces but never sends
+	}
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			n := i + 4
+			resp := parseSimpleAnswer(buf[:n], req)
+			if resp != nil {
+				_, _ = br.Discard(n)
+				resp.Body = sized(br, resp.ContentLength)
+			}
+			return resp
+		}
+		if len(buf) == br.Size() {
+			return nil // a head larger than the buffer
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return nil
+		}
+	}
+}
+
+// parseSimpleAnswer parses a whole answer head, its blank line included,
+// or returns nil when it is not of the common shape.
+func parseSimpleAnswer(head []byte, req *http.Request) *http.Response {
+	line, rest := splitHead(head)
+	// "HTTP/1.1 200 OK": a final status that has a body.
+	if len(line) < 12 || line[:9] != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') {
+		return nil
+	}
+	code := 0
+	for _, c := range []byte(line[9:12]) {
+		if c < '0' || c > '9' {
+			return nil
+		}
+		code = code*10 + int(c-'0')
+	}
+	status := line[9:] // "200 OK"
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified || !plainText(status) {
+		return nil
+	}
+	h, ok := parseSimpleHeader(rest)
+	if !ok || h.length < 0 {
+		return nil // no length: it ends with the connection, net/http's to read
+	}
+	if h.closes {
+		delete(h.header, "Connection") // as net/http does with the close it heeds
+	}
+	return &http.Response{
+		Status:        status,
+		StatusCode:    code,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h.header,
+		ContentLength: h.length,
+		Close:         h.closes,
+		Request:       req,
+	}
+}
+
+// parseSimpleRequest parses a whole request head, its blank line
+// included, whose body (if any) follows in br; or returns nil when the
+// head is not of the common shape: an origin-form target ("/path"), no
+// CONNECT, HTTP/1.1, one Host, a Content-Length or no body.
+func parseSimpleRequest(head []byte, br *bufio.Reader) *http.Request {
+	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		return nil // lines that end in a bare LF
+	}
+	line, rest := splitHead(head)
+	method, line, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(line, " ")
+	if !ok1 || !ok2 || proto != "HTTP/1.1" || !httpguts.ValidHeaderFieldName(method) ||
+		method == http.MethodConnect || !strings.HasPrefix(target, "/") {
+		return nil
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil
+	}
+	h, ok := parseSimpleHeader(rest)
+	if !ok || h.hosts > 1 || h.pragma {
+		return nil
+	}
+	length := max(h.length, 0) // no framing: no body
+	host := first(h.header["Host"])
+	delete(h.header, "Host") // it is req.Host, as http.ReadRequest has it
+	return &http.Request{
+		Method:        method,
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h.header,
+		Body:          sized(br, length),
+		ContentLength: length,
+		Close:         h.closes,
+		Host:          host,
+		RequestURI:    target,
+	}
+}
+
+// splitHead returns a head's first line and the header lines after it,
+// each ending in CRLF, in one string: every value is a slice of it.
+func splitHead(head []byte) (line, rest string) {
+	s := string(head[:len(head)-2])
+	line, rest, _ = strings.Cut(s, "\r\n")
+	return line, rest
+}
+
+// simpleHeader is what parseSimpleHeader finds.
+type simpleHeader struct {
+	header http.Header
+	length int64 // -1: no Content-Length
+	closes bool  // Connection: close
+	hosts  int   // Host lines
+	pragma bool  // a Pragma line, which net/http rewrites
+}
+
+// parseSimpleHeader parses header lines, each ending in CRLF, when every
+// one is a plain "Name: value" (a token, then text without control
+// characters but HTAB), none is Transfer-Encoding or Trailer, and there is
+// at most one valid Content-Length.
+func parseSimpleHeader(lines string) (simpleHeader, bool) {
+	n := strings.Count(lines, "\r\n")
+	h := simpleHeader{header: make(http.Header, n), length: -1}
+	values := make([]string, n) // one array for the values, as textproto does
+	for i := 0; lines != ""; i++ {
+		var line string
+		line, lines, _ = strings.Cut(lines, "\r\n")
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || !httpguts.ValidHeaderFieldName(name) || !plainText(value) {
+			return h, false
+		}
+		value = textproto.TrimString(value)
+		key := textproto.CanonicalMIMEHeaderKey(name)
+		switch key {
+		case "Transfer-Encoding", "Trailer":
+			return h, false
+		case "Content-Length":
+			if h.length >= 0 {
+				return h, false
+			}
+			if h.length = parseLength(value); h.length < 0 {
+				return h, false
+			}
+		case "Connection":
+			h.closes = h.closes || httpguts.HeaderValuesContainsToken([]string{value}, "close")
+		case "Host":
+			h.hosts++
+		case "Pragma":
+			h.pragma = true
+		}
+		values[i] = value
+		if vv, ok := h.header[key]; ok {
+			h.header[key] = append(vv, value)
+		} else {
+			h.header[key] = values[i : i+1 : i+1]
+		}
+	}
+	return h, true
+}
+
+func first(vv []string) string {
+	if len(vv) > 0 {
+		return vv[0]
+	}
+	return ""
+}
+
+// plainText reports whether s holds no control character but HTAB: no
+// CR or LF to split a line, no NUL.
+func plainText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// parseLength parses a Content-Length value, or returns -1: digits only,
+// as RFC 9110 (8.6) has it, and no more than fit an int64.
+func parseLength(v string) int64 {
+	if v == "" || len(v) > 18 {
+		return -1
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// sized is a body of n bytes read from br: http.NoBody when there are
+// none.
+func sized(br *bufio.Reader, n int64) io.ReadCloser {
+	if n == 0 {
+		return http.NoBody
+	}
+	return &sizedBody{br: br, left: n}
+}
+
+// sizedBody is a body of known length read from a connection's buffer.
+// Its last bytes come with io.EOF, so the connection goes on without
+// another read; a connection that ends early is io.ErrUnexpectedEOF.
+type sizedBody struct {
+	br   *bufio.Reader
+	left int64
+}
+
+func (b *sizedBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.br.Read(p)
+	b.left -= int64(n)
+	switch {
+	case b.left == 0:
+		return n, io.EOF
+	case err == io.EOF:
+		return n, io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *sizedBody) Close() error { return nil }
