@@ -198,16 +198,22 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	// The try timeout bounds the wait for headers, like the route timeout;
 	// it needs a timer of its own only when it ends before the route's.
 	var try *tryTimer
-	if d := ex.route.policy.tryTimeout; ex.timer != nil && time.Until(ex.deadline) > d {
+	if d := ex.route.policy.tryTimeout; d < ex.route.policy.timeout && ex.timer != nil && time.Until(ex.deadline) > d {
 		try = &tryTimer{}
 		ctx, try.cancel = context.WithCancel(ctx)
 		try.timer = time.AfterFunc(d, try.expire)
 	}
 
-	out := req.WithContext(ctx)
-	u := *req.URL
-	u.Host = ep.Addr
-	out.URL = &u
+	// The first attempt sends the gateway's own copy of the request as it
+	// is; another gets a copy of its own, as a transport may still hold
+	// the one before, and so does one in a context of its own.
+	out := req
+	if ctx != req.Context() || ex.attempts > 1 {
+		out = req.WithContext(ctx)
+		u := *req.URL
+		out.URL = &u
+	}
+	out.URL.Host = ep.Addr
 	switch {
 	case ex.body != nil:
 		// Known in full, the body can be sent again by the transport when

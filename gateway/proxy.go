@@ -148,6 +148,7 @@ type ctxKey struct{}
 type exchange struct {
 	context.Context
 	route    *Route
+	start    time.Time  // when the request came
 	span     trace.Span // the gateway's server span, for events
 	body     []byte     // the whole request body when it could be buffered
 	bodyOK   bool       // body holds the whole body (or there is none)
@@ -218,7 +219,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// One allocation for the request's state, its response recorder and
 	// its first attempts.
-	ex := &exchange{route: route, span: span, trusted: trusted}
+	ex := &exchange{route: route, span: span, trusted: trusted, start: start}
 	ex.tried = ex.triedBuf[:0]
 	ex.rec.ResponseWriter = w
 	rec := &ex.rec
@@ -278,7 +279,7 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		// retries included; a body then streams for as long as it flows,
 		// so server-sent events and downloads are not cut. An upgraded
 		// connection (WebSocket) is never cut by it.
-		ex.deadline = time.Now().Add(route.policy.timeout)
+		ex.deadline = ex.start.Add(route.policy.timeout)
 		ex.timer = time.AfterFunc(route.policy.timeout, ex.expire)
 		defer ex.timer.Stop()
 	}
