@@ -199,7 +199,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	add("nginx", url, p)
-	if fh := findBin(o.fasthttp, o.bin, "fasthttp-proxy"); fh != "" {
+	if fh := findBin(o.fasthttp, o.bin, "fasthttp-proxy"); o.fasthttp != "none" && fh != "" {
 		p, url, err := startFasthttp(ctx, ps, fh, ports)
 		if err != nil {
 			return err
