@@ -199,7 +199,7 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	// it needs a timer of its own only when it ends before the route's.
 	var try *tryTimer
 	if d := ex.route.policy.tryTimeout; d < ex.route.policy.timeout && ex.timer != nil && time.Until(ex.deadline) > d {
-		try = &tryTimer{}
+		try = &tryTimer{ex: ex}
 		ctx, try.cancel = context.WithCancel(ctx)
 		try.timer = time.AfterFunc(d, try.expire)
 	}
@@ -268,6 +268,7 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 
 // tryTimer is an attempt's own timeout, when it ends before the route's.
 type tryTimer struct {
+	ex       *exchange
 	timer    *time.Timer
 	cancel   context.CancelFunc
 	timedOut atomic.Bool
@@ -276,6 +277,7 @@ type tryTimer struct {
 func (t *tryTimer) expire() {
 	t.timedOut.Store(true)
 	t.cancel()
+	t.ex.interrupt()
 }
 
 // stop stops the timer and says whether it had fired. Nil-safe, as are

@@ -5,7 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -517,6 +520,47 @@ func TestEdgeMaxConns(t *testing.T) {
 		_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if resp, err := http.ReadResponse(br2, nil); err != nil || resp.StatusCode != 200 {
 			t.Errorf("second connection after the first closed: %v %v", resp, err)
+		}
+	})
+}
+
+// A client that leaves while its request waits on an instance ends the
+// instance's request too: the gateway closes the connection it waits on.
+func TestEdgeClientLeavingCancelsTheUpstream(t *testing.T) {
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		started := make(chan struct{}, 1)
+		ended := make(chan struct{}, 1)
+		backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			started <- struct{}{}
+			select {
+			case <-r.Context().Done():
+				ended <- struct{}{}
+			case <-time.After(20 * time.Second):
+			}
+		}))
+		t.Cleanup(backend.Close)
+		u, _ := url.Parse(backend.URL)
+		port, _ := strconv.Atoi(u.Port())
+		snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", port, "/")}})
+		h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings, opts)
+
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: site\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the request never reached the instance")
+		}
+		c.Close()
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the instance's request ran on after the client left")
 		}
 	})
 }

@@ -181,6 +181,13 @@ type exchange struct {
 	hintsMu    sync.Mutex
 	hintsTo    http.ResponseWriter
 	hintsFinal bool
+	// toldOfEnd is set when every end of the request's context also calls
+	// interrupt, which then cuts the upstream connections in upConns:
+	// the transport need not watch the context.
+	toldOfEnd  bool
+	upMu       sync.Mutex
+	upConns    []watchedConn
+	upConnsBuf [2]watchedConn
 }
 
 // Value answers for ctxKey with the exchange.
@@ -269,6 +276,8 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		// The server's request context is this request's alone and ends
 		// with it: the route timeout can end it too.
 		ex.Context, ex.cancel = ctx, info.Cancel
+		info.OnClientLeft(ex.interrupt)
+		ex.toldOfEnd = true
 	} else {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -309,6 +318,7 @@ func (ex *exchange) expire() {
 		ex.timedOut.Store(true)
 	}
 	ex.cancel()
+	ex.interrupt()
 }
 
 // answered switches the request timer from the route timeout to the

@@ -303,6 +303,10 @@ type upstreamConn struct {
 	written   int64 // bytes of request written
 	answered  int64 // bytes of answer read
 	headLimit int64 // answered may not pass this while a head is read; 0 after
+
+	// The watch of the request's end (see watch): one or the other.
+	ex        *exchange
+	stopWatch func() bool
 }
 
 // reader and writer count what goes through the connection.
@@ -331,31 +335,108 @@ func (w writer) Write(p []byte) (int, error) {
 // reads from the connection, which goes back to the pool at its end.
 func (c *upstreamConn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	c.written, c.answered = 0, 0
-	// A cancelled request (the route's or the try's timeout, the client
-	// leaving) unblocks the connection through its deadline.
-	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
-	fail := func(err error) (*http.Response, error) {
-		stop()
-		c.conn.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
-	}
+	c.watch(ctx)
 	if err := c.writeRequest(req); err != nil {
-		return fail(err)
+		return c.fail(ctx, err)
 	}
 	resp, err := c.readResponse(ctx, req)
 	if err != nil {
-		return fail(err)
+		return c.fail(ctx, err)
 	}
-	body := &upstreamBody{c: c, body: resp.Body, stop: stop, reuse: !resp.Close}
+	body := &upstreamBody{c: c, body: resp.Body, reuse: !resp.Close}
 	if resp.Body == http.NoBody {
 		body.finish(true)
 		return resp, nil
 	}
 	resp.Body = body
 	return resp, nil
+}
+
+// fail ends a round trip that failed, and its connection.
+func (c *upstreamConn) fail(ctx context.Context, err error) (*http.Response, error) {
+	c.unwatch()
+	c.conn.Close()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, err
+}
+
+// watch has the connection cut (its deadline put in the past) when ctx
+// ends, the request cancelled by the route's or the try's timeout or its
+// client leaving, until unwatch. An exchange told of all three (served by
+// h1) does it for the cost of a lock; otherwise the context is watched.
+func (c *upstreamConn) watch(ctx context.Context) {
+	if ex, ok := ctx.Value(ctxKey{}).(*exchange); ok && ex.toldOfEnd {
+		c.ex = ex
+		ex.watchConn(ctx, c.conn)
+		// An end before the watch began is in the context already.
+		if ctx.Err() != nil {
+			ex.interrupt()
+		}
+		return
+	}
+	c.stopWatch = context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+}
+
+// unwatch ends the watch and reports whether it cut the connection.
+func (c *upstreamConn) unwatch() (cut bool) {
+	if ex := c.ex; ex != nil {
+		c.ex = nil
+		return ex.unwatchConn(c.conn)
+	}
+	cut = !c.stopWatch()
+	c.stopWatch = nil
+	return cut
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watchConn has interrupt cut conn once ctx has ended, until
+// unwatchConn.
+func (ex *exchange) watchConn(ctx context.Context, conn net.Conn) {
+	ex.upMu.Lock()
+	if ex.upConns == nil {
+		ex.upConns = ex.upConnsBuf[:0]
+	}
+	ex.upConns = append(ex.upConns, watchedConn{ctx: ctx, conn: conn})
+	ex.upMu.Unlock()
+}
+
+// unwatchConn forgets conn and reports whether interrupt cut it.
+func (ex *exchange) unwatchConn(conn net.Conn) (cut bool) {
+	ex.upMu.Lock()
+	defer ex.upMu.Unlock()
+	for i, w := range ex.upConns {
+		if w.conn == conn {
+			ex.upConns = slices.Delete(ex.upConns, i, i+1)
+			return w.cut
+		}
+	}
+	return false
+}
+
+// interrupt cuts the upstream connections whose attempt's context has
+// ended: all of them when the request's has (the route timeout, the
+// client leaving), one when its try timed out. Whoever ends a context
+// calls it after.
+func (ex *exchange) interrupt() {
+	ex.upMu.Lock()
+	defer ex.upMu.Unlock()
+	for i := range ex.upConns {
+		w := &ex.upConns[i]
+		if !w.cut && w.ctx.Err() != nil {
+			_ = w.conn.SetDeadline(aLongTimeAgo)
+			w.cut = true
+		}
+	}
+}
+
+// watchedConn is an upstream connection an attempt waits on.
+type watchedConn struct {
+	ctx  context.Context // the attempt's
+	conn net.Conn
+	cut  bool
 }
 
 // writeRequest writes the request line, headers and body in one flush.
@@ -466,7 +547,6 @@ func (c *upstreamConn) readResponse(ctx context.Context, req *http.Request) (*ht
 type upstreamBody struct {
 	c     *upstreamConn
 	body  io.ReadCloser
-	stop  func() bool
 	reuse bool
 	done  bool
 }
@@ -497,8 +577,8 @@ func (b *upstreamBody) Close() error {
 func (b *upstreamBody) finish(complete bool) {
 	b.done = true
 	c := b.c
-	cancelled := !b.stop()
-	if complete && b.reuse && !cancelled && c.br.Buffered() == 0 {
+	cut := c.unwatch()
+	if complete && b.reuse && !cut && c.br.Buffered() == 0 {
 		c.t.put(c)
 		return
 	}

@@ -57,6 +57,7 @@ type conn struct {
 	watching  bool               // the watch is reading
 	aborting  bool               // the watch's read is being cut short
 	cancel    context.CancelFunc // the request's context
+	onLeave   func()             // the handler's, for a client leaving
 	hijacked  bool
 }
 
@@ -397,6 +398,9 @@ func (c *conn) watchClient() {
 		c.in.hasByte = true
 	} else if err != nil && !c.aborting {
 		c.cancel()
+		if c.onLeave != nil {
+			c.onLeave() // under the lock: stopWatch waits for it
+		}
 	}
 	c.watching = false
 	c.watchDone.Broadcast()
@@ -408,6 +412,7 @@ func (c *conn) stopWatch() {
 	c.watch.Stop()
 	c.mu.Lock()
 	c.serving = false
+	c.onLeave = nil
 	if c.watching {
 		c.aborting = true
 		_ = c.rwc.SetReadDeadline(aLongTimeAgo)

@@ -246,6 +246,19 @@ type Info struct {
 	// handler that bounds the request by a timer of its own cancels it
 	// without making a context of its own.
 	Cancel context.CancelFunc
+
+	c *conn
+}
+
+// OnClientLeft has f called, besides the request's context ending, when
+// the request's client leaves while it is served: a handler blocked where
+// a context cannot reach (a read on a connection of its own) is told
+// without watching the context. f must not block; it is not called once
+// the handler has returned.
+func (i Info) OnClientLeft(f func()) {
+	i.c.mu.Lock()
+	i.c.onLeave = f
+	i.c.mu.Unlock()
 }
 
 type connKey struct{}
@@ -257,5 +270,5 @@ func InfoOf(r *http.Request) (Info, bool) {
 	if !ok {
 		return Info{}, false
 	}
-	return Info{Requests: c.requests, BothFramings: c.bothFramings, Cancel: c.cancel}, true
+	return Info{Requests: c.requests, BothFramings: c.bothFramings, Cancel: c.cancel, c: c}, true
 }

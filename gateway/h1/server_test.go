@@ -360,6 +360,44 @@ func TestClientLeavingCancelsTheRequest(t *testing.T) {
 	}
 }
 
+// A handler's OnClientLeft hook is called when its client leaves, with
+// the request's context already ended, and never once it has returned.
+func TestOnClientLeft(t *testing.T) {
+	left := make(chan error, 1)
+	var calls atomic.Int32
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, _ := InfoOf(r)
+		hooked := make(chan struct{})
+		info.OnClientLeft(func() {
+			calls.Add(1)
+			if r.Context().Err() == nil {
+				left <- errors.New("hook called before the request's context ended")
+			}
+			close(hooked)
+		})
+		if r.URL.Path == "/quick" {
+			return
+		}
+		select {
+		case <-hooked:
+			left <- nil
+		case <-time.After(10 * time.Second):
+			left <- errors.New("the hook was not called when the client left")
+		}
+	}))
+	rc := dial(t, addr)
+	rc.send("GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+	rc.answer("GET")
+	rc.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	rc.c.Close()
+	if err := <-left; err != nil {
+		t.Error(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("hooks called %d times, want once: the quick request's must be forgotten", n)
+	}
+}
+
 func TestPipelinedRequestDuringALongOne(t *testing.T) {
 	release := make(chan struct{})
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
