@@ -58,7 +58,7 @@ type attemptResponse struct {
 
 func (b *attemptResponse) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
+	if n > 0 && err == nil { // at the end, there is nothing left to wait for
 		b.ex.bodyFlowed()
 	}
 	return n, err
