@@ -5,8 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"syscall"
 	"testing"
+
+	"github.com/hopgate/hopgate/gateway/internal/cputime"
 )
 
 // BenchmarkServer is a request and its answer on kept-alive loopback
@@ -43,7 +44,7 @@ func BenchmarkServer(b *testing.B) {
 			req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
 			b.ReportAllocs()
 			b.SetParallelism(32)
-			before := cpuTime()
+			before := cputime.Process()
 			b.RunParallel(func(pb *testing.PB) {
 				c, err := net.Dial("tcp", ln.Addr().String())
 				if err != nil {
@@ -68,17 +69,7 @@ func BenchmarkServer(b *testing.B) {
 					}
 				}
 			})
-			b.ReportMetric(float64(cpuTime()-before)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(cputime.Process()-before)/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-// cpuTime is the process's user and system CPU time so far, in
-// nanoseconds.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
