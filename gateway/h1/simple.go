@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -70,7 +71,7 @@ func parseSimpleAnswer(head []byte, req *http.Request) *http.Response {
 		code = code*10 + int(c-'0')
 	}
 	status := line[9:] // "200 OK"
-	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified || !plainText(status) {
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified || !httpguts.ValidHeaderFieldValue(status) {
 		return nil
 	}
 	h, ok := parseSimpleHeader(rest)
@@ -163,7 +164,7 @@ func parseSimpleHeader(lines string) (simpleHeader, bool) {
 		var line string
 		line, lines, _ = strings.Cut(lines, "\r\n")
 		name, value, ok := strings.Cut(line, ":")
-		if !ok || !httpguts.ValidHeaderFieldName(name) || !plainText(value) {
+		if !ok || !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
 			return h, false
 		}
 		value = textproto.TrimString(value)
@@ -175,9 +176,12 @@ func parseSimpleHeader(lines string) (simpleHeader, bool) {
 			if h.length >= 0 {
 				return h, false
 			}
-			if h.length = parseLength(value); h.length < 0 {
+			// Digits only, as RFC 9110 (8.6) has it: no sign, no space.
+			n, err := strconv.ParseUint(value, 10, 63)
+			if err != nil {
 				return h, false
 			}
+			h.length = int64(n)
 		case "Connection":
 			h.closes = h.closes || httpguts.HeaderValuesContainsToken([]string{value}, "close")
 		case "Host":
@@ -200,34 +204,6 @@ func first(vv []string) string {
 		return vv[0]
 	}
 	return ""
-}
-
-// plainText reports whether s holds no control character but HTAB: no
-// CR or LF to split a line, no NUL.
-func plainText(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// parseLength parses a Content-Length value, or returns -1: digits only,
-// as RFC 9110 (8.6) has it, and no more than fit an int64.
-func parseLength(v string) int64 {
-	if v == "" || len(v) > 18 {
-		return -1
-	}
-	var n int64
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < '0' || c > '9' {
-			return -1
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n
 }
 
 // sized is a body of n bytes read from br: http.NoBody when there are
