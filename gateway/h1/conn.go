@@ -182,8 +182,11 @@ func (c *conn) readRequest() (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The simple parser takes only names and values that are valid, which
+	// net/http's reader does not check: those it read are checked below.
 	req := parseSimpleRequest(head, c.br)
-	if req != nil {
+	checked := req != nil
+	if checked {
 		_, _ = c.br.Discard(len(head))
 	} else if req, err = http.ReadRequest(c.br); err != nil {
 		return nil, err
@@ -204,13 +207,15 @@ func (c *conn) readRequest() (*http.Request, error) {
 	if !httpguts.ValidHostHeader(req.Host) {
 		return nil, badRequest{http.StatusBadRequest, "malformed Host header"}
 	}
-	for k, vv := range req.Header {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return nil, badRequest{http.StatusBadRequest, "invalid header name"}
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return nil, badRequest{http.StatusBadRequest, "invalid header value"}
+	if !checked {
+		for k, vv := range req.Header {
+			if !httpguts.ValidHeaderFieldName(k) {
+				return nil, badRequest{http.StatusBadRequest, "invalid header name"}
+			}
+			for _, v := range vv {
+				if !httpguts.ValidHeaderFieldValue(v) {
+					return nil, badRequest{http.StatusBadRequest, "invalid header value"}
+				}
 			}
 		}
 	}
