@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime/debug"
+	"strconv"
 	"testing"
 
 	"github.com/hopgate/hopgate/discovery"
@@ -134,4 +137,114 @@ func benchGET(b *testing.B, p *Proxy, path string, warm int) {
 		serve()
 	}
 	b.ReportMetric(float64(cputime.Process()-before)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkProxyServed is one proxied GET the way the binary serves it:
+// over a keep-alive loopback connection to the public server (h1), through
+// the proxy with metrics on and spans off, to an upstream over loopback.
+// Client and upstream speak canned HTTP/1.1 and allocate nothing, so
+// allocs/op and B/op are the gateway's own.
+func BenchmarkProxyServed(b *testing.B) {
+	port := cannedUpstream(b)
+	gw := New(Options{})
+	gw.Apply(snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("b", port, "/")}}))
+	p := NewProxy(gw, ProxyOptions{TracerProvider: noop.NewTracerProvider(), Propagator: propagation.TraceContext{}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := NewPublicServer(ln, p, DefaultServerSettings, PublicOptions{})
+	go func() { _ = srv.Serve() }()
+	b.Cleanup(func() { _ = srv.Close() })
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	req := []byte("GET /hello HTTP/1.1\r\nHost: site\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	br := bufio.NewReader(conn)
+	get := func() {
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if ok, err := readCanned(br); err != nil || !ok {
+			b.Fatalf("not a 200 (%v)", err)
+		}
+	}
+	for range 100 {
+		get()
+	}
+	b.ReportAllocs()
+	before := cputime.Process()
+	for b.Loop() {
+		get()
+	}
+	b.ReportMetric(float64(cputime.Process()-before)/float64(b.N), "cpu-ns/op")
+}
+
+// cannedUpstream serves one fixed answer to every request head, with no
+// body read and nothing allocated per request; it returns its port.
+func cannedUpstream(b *testing.B) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	answer := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nDate: Sat, 28 Nov 2026 05:00:00 GMT\r\nContent-Length: 16\r\n\r\nHello from bench")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := skipHead(br); err != nil {
+						return
+					}
+					if _, err := c.Write(answer); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// skipHead reads an HTTP head through its blank line and returns the
+// value of its Content-Length, 0 when it has none.
+func skipHead(br *bufio.Reader) (int, error) {
+	n := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		if len(line) <= 2 {
+			return n, nil
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+			n, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
+		}
+	}
+}
+
+// readCanned reads one answer to a canned client and reports whether it
+// was a 200.
+func readCanned(br *bufio.Reader) (bool, error) {
+	line, err := br.Peek(12)
+	if err != nil {
+		return false, err
+	}
+	ok := bytes.HasPrefix(line, []byte("HTTP/1.1 200"))
+	n, err := skipHead(br)
+	if err != nil {
+		return false, err
+	}
+	_, err = br.Discard(n)
+	return ok, err
 }

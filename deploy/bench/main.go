@@ -53,7 +53,7 @@ import (
 type options struct {
 	bin, hopgate, consul, jaeger    string
 	fasthttp                        string
-	jaegerConfig, perf              string
+	jaegerConfig, perf, perfRow     string
 	rounds, connections, threads    int
 	duration, warmup, timeout       time.Duration
 	workers                         int
@@ -69,7 +69,8 @@ func main() {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	fs.StringVar(&o.bin, "bin", "bin", "`directory` holding hopgate (and consul, jaeger unless named)")
 	fs.StringVar(&o.hopgate, "hopgate", "", "hopgate `binary` (default: <bin>/hopgate)")
-	fs.StringVar(&o.perf, "perf", "", "after the rounds, one more unmeasured run of \"hopgate rr\" under `perf record -g`, written to this `file` (use an unstripped -hopgate)")
+	fs.StringVar(&o.perf, "perf", "", "after the rounds, one more unmeasured run of the -perf-row under `perf record -g`, written to this `file` (use unstripped binaries)")
+	fs.StringVar(&o.perfRow, "perf-row", "hopgate rr", "the `row` that -perf profiles, e.g. fasthttp to compare with hopgate's profile")
 	fs.StringVar(&o.consul, "consul", "", "consul `binary` (default: <bin>/consul, then PATH)")
 	fs.StringVar(&o.jaeger, "jaeger", "", "jaeger `binary` for the traced row (default: <bin>/jaeger, then PATH; none: no traced row)")
 	fs.StringVar(&o.fasthttp, "fasthttp", "", "fasthttp-proxy `binary` for the Go floor row (default: <bin>/fasthttp-proxy; none: no such row)")
@@ -371,10 +372,10 @@ func measure(ctx context.Context, o options, t *target, ups []*proc, tck float64
 	return rd
 }
 
-// profile runs wrk once more at "hopgate rr" with perf recording it.
+// profile runs wrk once more at the -perf-row with perf recording it.
 func profile(ctx context.Context, o options, targets []*target) error {
 	for _, t := range targets {
-		if t.name != "hopgate rr" {
+		if t.name != o.perfRow {
 			continue
 		}
 		secs := strconv.Itoa(max(1, int(o.duration/time.Second)))
@@ -392,8 +393,9 @@ func profile(ctx context.Context, o options, targets []*target) error {
 		}
 		w, _ := parseWrk(out)
 		fmt.Printf("profiled %s at %.0f req/s into %s (perf report -i %s --no-children)\n", t.name, w.RPS, o.perf, o.perf)
+		return nil
 	}
-	return nil
+	return fmt.Errorf("-perf-row %q: no such row", o.perfRow)
 }
 
 func (t *target) pid() int { return t.cpu.pid() }
