@@ -198,7 +198,7 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	// The try timeout bounds the wait for headers, like the route timeout;
 	// it needs a timer of its own only when it ends before the route's.
 	var try *tryTimer
-	if d := ex.route.policy.tryTimeout; d < ex.route.policy.timeout && ex.timer != nil && time.Until(ex.deadline) > d {
+	if d := ex.route.policy.tryTimeout; d < ex.route.policy.timeout && ex.timed && time.Until(ex.deadline) > d {
 		try = &tryTimer{ex: ex}
 		ctx, try.cancel = context.WithCancel(ctx)
 		try.timer = time.AfterFunc(d, try.expire)

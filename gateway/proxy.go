@@ -156,10 +156,14 @@ type exchange struct {
 	attempts int
 	lastErr  error
 	timedOut atomic.Bool // the route timeout fired before headers came
-	// timer is the request's one timer: the route timeout until an
-	// answer's headers arrive, then the idle timeout of its body. It
-	// cancels the request's context. Nil for an upgrade, which neither
-	// bounds.
+	// The request has one deadline: the route timeout until an answer's
+	// headers arrive, then the idle timeout of its body. Passing, it
+	// cancels the request's context (expire). Served by h1, the
+	// connection's timer keeps it (conn); otherwise timer, the request's
+	// own. timed is false for an upgrade, which neither bounds.
+	timed     bool
+	conn      h1.Info
+	served    bool // by h1: conn is set
 	timer     *time.Timer
 	deadline  time.Time // of the route timeout
 	cancel    context.CancelFunc
@@ -199,7 +203,11 @@ func (ex *exchange) Value(key any) any {
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	conn, served := h1.InfoOf(r)
+	start := conn.Started
+	if !served {
+		start = time.Now()
+	}
 	trusted := p.settings.trusted(r)
 	ctx, span := p.startServerSpan(r, trusted)
 	defer span.End()
@@ -226,7 +234,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// One allocation for the request's state, its response recorder and
 	// its first attempts.
-	ex := &exchange{route: route, span: span, trusted: trusted, start: start}
+	ex := &exchange{route: route, span: span, trusted: trusted, start: start, conn: conn, served: served}
 	ex.tried = ex.triedBuf[:0]
 	ex.rec.ResponseWriter = w
 	rec := &ex.rec
@@ -272,11 +280,11 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	st.budget.request(p.gw.now())
 
-	if info, ok := h1.InfoOf(r); ok {
+	if ex.served {
 		// The server's request context is this request's alone and ends
 		// with it: the route timeout can end it too.
-		ex.Context, ex.cancel = ctx, info.Cancel
-		info.OnClientLeft(ex.interrupt)
+		ex.Context, ex.cancel = ctx, ex.conn.Cancel
+		ex.conn.Watch(ex)
 		ex.toldOfEnd = true
 	} else {
 		ctx, cancel := context.WithCancel(ctx)
@@ -288,9 +296,14 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		// retries included; a body then streams for as long as it flows,
 		// so server-sent events and downloads are not cut. An upgraded
 		// connection (WebSocket) is never cut by it.
+		ex.timed = true
 		ex.deadline = ex.start.Add(route.policy.timeout)
-		ex.timer = time.AfterFunc(route.policy.timeout, ex.expire)
-		defer ex.timer.Stop()
+		if ex.served {
+			ex.conn.SetDeadline(ex.deadline)
+		} else {
+			ex.timer = time.AfterFunc(route.policy.timeout, ex.expire)
+			defer ex.timer.Stop()
+		}
 	}
 	if max := route.policy.maxBody; max > 0 && r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > max {
@@ -311,8 +324,8 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 	p.forward(w, r, ex)
 }
 
-// expire is the request timer's end: the route timeout before headers,
-// the idle timeout of a body after.
+// expire is the request's deadline passing: the route timeout before
+// headers, the idle timeout of a body after.
 func (ex *exchange) expire() {
 	if !ex.streaming.Load() {
 		ex.timedOut.Store(true)
@@ -321,25 +334,44 @@ func (ex *exchange) expire() {
 	ex.interrupt()
 }
 
-// answered switches the request timer from the route timeout to the
+// DeadlinePassed is expire, told by h1's connection timer.
+func (ex *exchange) DeadlinePassed() { ex.expire() }
+
+// ClientLeft is h1 telling of the client leaving: the request's context
+// has ended, and the upstream connections are cut.
+func (ex *exchange) ClientLeft() { ex.interrupt() }
+
+// answered moves the request's deadline from the route timeout to the
 // body's idle timeout: the headers are here, and the body may stream for
 // as long as it flows.
 func (ex *exchange) answered() {
-	if ex.timer == nil {
+	if !ex.timed {
 		return
 	}
 	ex.streaming.Store(true)
-	if idle := ex.route.policy.idle; idle > 0 {
-		ex.timer.Reset(idle)
-	} else {
-		ex.timer.Stop()
-	}
+	ex.idleFrom()
 }
 
 // bodyFlowed restarts the idle timeout: a byte of the body arrived.
 func (ex *exchange) bodyFlowed() {
-	if idle := ex.route.policy.idle; idle > 0 && ex.timer != nil {
+	if ex.timed {
+		ex.idleFrom()
+	}
+}
+
+// idleFrom sets the request's deadline to the idle timeout from now, or
+// clears it when the route has none.
+func (ex *exchange) idleFrom() {
+	idle := ex.route.policy.idle
+	switch {
+	case ex.served && idle > 0:
+		ex.conn.SetDeadline(time.Now().Add(idle))
+	case ex.served:
+		ex.conn.SetDeadline(time.Time{})
+	case idle > 0:
 		ex.timer.Reset(idle)
+	default:
+		ex.timer.Stop()
 	}
 }
 

@@ -48,16 +48,24 @@ type conn struct {
 	requests     int64
 	bothFramings bool
 
-	// The watch for a client leaving during a long request. mu guards
-	// what the watch and the connection's goroutine share.
-	watch     *time.Timer
+	// The connection's one timer (see tick): it starts the watch for a
+	// client leaving once a request has run for watchDelay, and tells the
+	// handler's watcher when the deadline it set passes. It is armed
+	// lazily: a request whose times come after the armed one's costs it
+	// nothing. mu guards what the timer and the connection's goroutine
+	// share.
+	timer     *time.Timer
 	mu        sync.Mutex
+	armedAt   time.Time // when the timer fires; zero when it is not armed
 	watchDone sync.Cond
 	serving   bool               // the handler runs
+	started   time.Time          // when the request being served began
+	deadline  time.Time          // the handler's; zero for none
+	watched   bool               // the watch ran for this request
 	watching  bool               // the watch is reading
 	aborting  bool               // the watch's read is being cut short
 	cancel    context.CancelFunc // the request's context
-	onLeave   func()             // the handler's, for a client leaving
+	watcher   Watcher            // the handler's
 	hijacked  bool
 }
 
@@ -89,8 +97,8 @@ func newConn(s *Server, rwc net.Conn) *conn {
 	c.res.c = c
 	c.res.header = make(http.Header)
 	c.watchDone.L = &c.mu
-	c.watch = time.AfterFunc(time.Hour, c.watchClient)
-	c.watch.Stop()
+	c.timer = time.AfterFunc(time.Hour, c.tick)
+	c.timer.Stop()
 	return c
 }
 
@@ -137,7 +145,7 @@ func (c *conn) close() {
 	_ = c.bw.Flush()
 	c.rwc.Close()
 	c.srv.untrackConn(c)
-	c.watch.Stop()
+	c.timer.Stop()
 }
 
 // lingeringClose sends what is left, half-closes and reads away what
@@ -355,10 +363,11 @@ func (c *conn) serveRequest(req *http.Request) bool {
 	req = req.WithContext(ctx)
 	w.req = req
 
+	now := time.Now()
 	c.mu.Lock()
-	c.serving, c.cancel = true, cancel
+	c.serving, c.cancel, c.started, c.watched = true, cancel, now, false
+	c.arm(now.Add(watchDelay))
 	c.mu.Unlock()
-	c.watch.Reset(watchDelay)
 	c.srv.Handler.ServeHTTP(w, req)
 	c.stopWatch()
 	cancel()
@@ -375,23 +384,56 @@ func (c *conn) serveRequest(req *http.Request) bool {
 	return true
 }
 
-// watchClient runs watchDelay into a request: it reads the connection
-// until the client sends more (a pipelined request, kept for later) or
-// leaves, which cancels the request.
-func (c *conn) watchClient() {
+// arm has the timer fire at t, unless it fires earlier already: tick
+// then arms it for what is left. Called under mu.
+func (c *conn) arm(t time.Time) {
+	if !c.armedAt.IsZero() && !t.Before(c.armedAt) {
+		return
+	}
+	c.armedAt = t
+	c.timer.Reset(time.Until(t))
+}
+
+// tick is the connection's timer. For the request being served, it tells
+// the watcher of a deadline passed, and once the request has run for
+// watchDelay it becomes the watch: it reads the connection until the
+// client sends more (a pipelined request, kept for later) or leaves,
+// which cancels the request. It arms the timer again for what is left.
+func (c *conn) tick() {
 	c.mu.Lock()
-	if !c.serving || c.watching {
+	c.armedAt = time.Time{}
+	if !c.serving {
 		c.mu.Unlock()
 		return
 	}
-	if !c.res.bodyRead() {
-		// The handler still reads the body from the connection: look
-		// again later.
-		c.watch.Reset(watchDelay)
+	now := time.Now()
+	if !c.deadline.IsZero() && !now.Before(c.deadline) {
+		c.deadline = time.Time{}
+		if c.watcher != nil {
+			c.watcher.DeadlinePassed()
+		}
+	}
+	next, watch := c.deadline, false
+	if !c.watched {
+		switch due := c.started.Add(watchDelay); {
+		case now.Before(due):
+			next = earliest(next, due)
+		case !c.res.bodyRead():
+			// The handler still reads the body from the connection: look
+			// again later.
+			next = earliest(next, now.Add(watchDelay))
+		default:
+			watch = true
+		}
+	}
+	if !next.IsZero() {
+		c.arm(next)
+	}
+	if !watch {
 		c.mu.Unlock()
 		return
 	}
-	c.watching = true
+	c.watched, c.watching = true, true
 	// Under the lock: stopWatch's deadline must come after this one.
 	_ = c.rwc.SetReadDeadline(time.Time{})
 	c.mu.Unlock()
@@ -403,8 +445,8 @@ func (c *conn) watchClient() {
 		c.in.hasByte = true
 	} else if err != nil && !c.aborting {
 		c.cancel()
-		if c.onLeave != nil {
-			c.onLeave() // under the lock: stopWatch waits for it
+		if c.watcher != nil {
+			c.watcher.ClientLeft() // under the lock: stopWatch waits for it
 		}
 	}
 	c.watching = false
@@ -412,12 +454,19 @@ func (c *conn) watchClient() {
 	c.mu.Unlock()
 }
 
+// earliest is the earlier of two times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // stopWatch ends the request's watch, cutting its read short.
 func (c *conn) stopWatch() {
-	c.watch.Stop()
 	c.mu.Lock()
 	c.serving = false
-	c.onLeave = nil
+	c.watcher, c.deadline = nil, time.Time{}
 	if c.watching {
 		c.aborting = true
 		_ = c.rwc.SetReadDeadline(aLongTimeAgo)

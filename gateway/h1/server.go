@@ -246,18 +246,45 @@ type Info struct {
 	// handler that bounds the request by a timer of its own cancels it
 	// without making a context of its own.
 	Cancel context.CancelFunc
+	// Started is when the server began serving the request, its head
+	// read.
+	Started time.Time
 
 	c *conn
 }
 
-// OnClientLeft has f called, besides the request's context ending, when
-// the request's client leaves while it is served: a handler blocked where
-// a context cannot reach (a read on a connection of its own) is told
-// without watching the context. f must not block; it is not called once
-// the handler has returned.
-func (i Info) OnClientLeft(f func()) {
+// Watcher is told of what ends a request besides its handler: a handler
+// blocked where a context cannot reach (a read on a connection of its
+// own) learns of it without watching the context. Its methods run on the
+// connection's timer, under the connection's lock: they must not block
+// nor call the request's Info, and none is called once the handler has
+// returned.
+type Watcher interface {
+	// ClientLeft is called when the request's client leaves while it is
+	// served, after the request's context has ended.
+	ClientLeft()
+	// DeadlinePassed is called when the deadline set with SetDeadline
+	// passes.
+	DeadlinePassed()
+}
+
+// Watch has w told of the request's end, until the handler returns.
+func (i Info) Watch(w Watcher) {
 	i.c.mu.Lock()
-	i.c.onLeave = f
+	i.c.watcher = w
+	i.c.mu.Unlock()
+}
+
+// SetDeadline has the watcher told when t passes; the zero time clears
+// it. The request keeps its one deadline on the connection's timer,
+// which a request's own time.AfterFunc would cost a timer, a function
+// value and two timer updates for, on every request.
+func (i Info) SetDeadline(t time.Time) {
+	i.c.mu.Lock()
+	i.c.deadline = t
+	if !t.IsZero() {
+		i.c.arm(t)
+	}
 	i.c.mu.Unlock()
 }
 
@@ -270,5 +297,5 @@ func InfoOf(r *http.Request) (Info, bool) {
 	if !ok {
 		return Info{}, false
 	}
-	return Info{Requests: c.requests, BothFramings: c.bothFramings, Cancel: c.cancel, c: c}, true
+	return Info{Requests: c.requests, BothFramings: c.bothFramings, Cancel: c.cancel, Started: c.started, c: c}, true
 }

@@ -360,21 +360,36 @@ func TestClientLeavingCancelsTheRequest(t *testing.T) {
 	}
 }
 
-// A handler's OnClientLeft hook is called when its client leaves, with
-// the request's context already ended, and never once it has returned.
-func TestOnClientLeft(t *testing.T) {
+// watcherFunc is a Watcher of two functions, either nil.
+type watcherFunc struct{ left, passed func() }
+
+func (w watcherFunc) ClientLeft() {
+	if w.left != nil {
+		w.left()
+	}
+}
+
+func (w watcherFunc) DeadlinePassed() {
+	if w.passed != nil {
+		w.passed()
+	}
+}
+
+// A handler's watcher is told when its client leaves, with the request's
+// context already ended, and never once it has returned.
+func TestWatcherClientLeft(t *testing.T) {
 	left := make(chan error, 1)
 	var calls atomic.Int32
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info, _ := InfoOf(r)
 		hooked := make(chan struct{})
-		info.OnClientLeft(func() {
+		info.Watch(watcherFunc{left: func() {
 			calls.Add(1)
 			if r.Context().Err() == nil {
-				left <- errors.New("hook called before the request's context ended")
+				left <- errors.New("watcher told before the request's context ended")
 			}
 			close(hooked)
-		})
+		}})
 		if r.URL.Path == "/quick" {
 			return
 		}
@@ -382,7 +397,7 @@ func TestOnClientLeft(t *testing.T) {
 		case <-hooked:
 			left <- nil
 		case <-time.After(10 * time.Second):
-			left <- errors.New("the hook was not called when the client left")
+			left <- errors.New("the watcher was not told when the client left")
 		}
 	}))
 	rc := dial(t, addr)
@@ -394,7 +409,69 @@ func TestOnClientLeft(t *testing.T) {
 		t.Error(err)
 	}
 	if n := calls.Load(); n != 1 {
-		t.Errorf("hooks called %d times, want once: the quick request's must be forgotten", n)
+		t.Errorf("watchers told %d times, want once: the quick request's must be forgotten", n)
+	}
+}
+
+// A deadline set on the connection's timer is kept, moved earlier, moved
+// later, cleared, and forgotten when its request ends, even by the next
+// request's watcher.
+func TestWatcherDeadline(t *testing.T) {
+	type told struct {
+		path string
+		at   time.Duration // after the handler set the deadline
+	}
+	passed := make(chan told, 8)
+	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, _ := InfoOf(r)
+		set := time.Now()
+		info.Watch(watcherFunc{passed: func() { passed <- told{r.URL.Path, time.Since(set)} }})
+		switch r.URL.Path {
+		case "/later": // a long deadline armed first, a short one after
+			info.SetDeadline(set.Add(time.Hour))
+			info.SetDeadline(set.Add(30 * time.Millisecond))
+		case "/earlier": // past the watch's time: the timer is armed again
+			info.SetDeadline(set.Add(20 * time.Millisecond))
+			info.SetDeadline(set.Add(250 * time.Millisecond))
+		case "/cleared":
+			info.SetDeadline(set.Add(20 * time.Millisecond))
+			info.SetDeadline(time.Time{})
+		case "/returns":
+			info.SetDeadline(set.Add(50 * time.Millisecond))
+			return
+		case "/none": // within what /returns had set: not its deadline
+		}
+		time.Sleep(400 * time.Millisecond)
+	}))
+	rc := dial(t, addr)
+	for _, tc := range []struct {
+		path     string
+		after    time.Duration // told no sooner
+		notAtAll bool
+	}{
+		{"/later", 30 * time.Millisecond, false},
+		{"/earlier", 250 * time.Millisecond, false},
+		{"/cleared", 0, true},
+		{"/returns", 0, true},
+		{"/none", 0, true},
+	} {
+		rc.send("GET " + tc.path + " HTTP/1.1\r\nHost: x\r\n\r\n")
+		rc.answer("GET")
+		select {
+		case got := <-passed:
+			switch {
+			case tc.notAtAll:
+				t.Errorf("%s: watcher told of a deadline it no longer had", tc.path)
+			case got.path != tc.path:
+				t.Errorf("%s: told of %s's deadline", tc.path, got.path)
+			case got.at < tc.after:
+				t.Errorf("%s: told after %v, before the deadline at %v", tc.path, got.at, tc.after)
+			}
+		default:
+			if !tc.notAtAll {
+				t.Errorf("%s: the deadline passed untold", tc.path)
+			}
+		}
 	}
 }
 
