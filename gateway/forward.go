@@ -62,10 +62,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 		return
 	}
 	ex.hintsTo = w
-	ex.hints.Got1xxResponse = ex.passHint
-	out := r.WithContext(httptrace.WithClientTrace(ex, &ex.hints))
-	u := *r.URL
-	out.URL = &u
+	// The outgoing request and its URL live in the exchange: copies, not
+	// allocations (WithContext's result stays on the stack).
+	ex.out = *r.WithContext(ex)
+	out := &ex.out
+	ex.outURL = *r.URL
+	out.URL = &ex.outURL
 	if r.ContentLength == 0 {
 		out.Body = nil
 	}
@@ -137,6 +139,40 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	}
 }
 
+// clientTraceKey is the key httptrace keeps a request's ClientTrace
+// under. The type is unexported; httptrace.ContextClientTrace tells it by
+// asking a context for it. The exchange answers for it itself (Value), so
+// the hook for informational answers costs no context of its own, and no
+// function value until a transport asks for it.
+var clientTraceKey = func() any {
+	var probe keyProbe
+	httptrace.ContextClientTrace(&probe)
+	return probe.key
+}()
+
+// keyProbe is a context that remembers the key it was asked for.
+type keyProbe struct {
+	context.Context
+	key any
+}
+
+func (k *keyProbe) Value(key any) any { k.key = key; return nil }
+
+// clientTrace is the request's httptrace hooks: 1xx answers pass on to
+// the client. Nil before forward has a client to pass them to (an
+// upgrade's are ReverseProxy's own).
+func (ex *exchange) clientTrace() *httptrace.ClientTrace {
+	ex.hintsMu.Lock()
+	defer ex.hintsMu.Unlock()
+	if ex.hintsTo == nil {
+		return nil
+	}
+	if ex.hints.Got1xxResponse == nil {
+		ex.hints.Got1xxResponse = ex.passHint
+	}
+	return &ex.hints
+}
+
 // passHint passes an informational answer (103 Early Hints) to the
 // client, unless the final answer is on its way.
 func (ex *exchange) passHint(code int, header textproto.MIMEHeader) error {
@@ -172,8 +208,8 @@ func (p *Proxy) prepare(out, in *http.Request, ex *exchange) {
 		chain, forwarded = in.Header["X-Forwarded-For"], in.Header["Forwarded"]
 		fwdHost, fwdProto = first(in.Header, "X-Forwarded-Host"), first(in.Header, "X-Forwarded-Proto")
 	}
-	// The values share one array: one allocation, not four.
-	vals := new([4]string)
+	// The values share the exchange's array: no allocation of their own.
+	vals := &ex.fwdVals
 	one := func(i int, v string) []string { vals[i] = v; return vals[i : i+1 : i+1] }
 	clientIP, _, err := net.SplitHostPort(in.RemoteAddr)
 	switch {

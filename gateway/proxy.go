@@ -192,12 +192,23 @@ type exchange struct {
 	upMu       sync.Mutex
 	upConns    []watchedConn
 	upConnsBuf [2]watchedConn
+	// The outgoing request of the first attempt, its URL and its
+	// forwarding headers' values (see forward and prepare).
+	out     http.Request
+	outURL  url.URL
+	fwdVals [4]string
 }
 
-// Value answers for ctxKey with the exchange.
+// Value answers for ctxKey with the exchange, and for httptrace's key
+// with its hooks.
 func (ex *exchange) Value(key any) any {
-	if key == (ctxKey{}) {
+	switch key {
+	case ctxKey{}:
 		return ex
+	case clientTraceKey:
+		if trace := ex.clientTrace(); trace != nil {
+			return trace
+		}
 	}
 	return ex.Context.Value(key)
 }

@@ -43,6 +43,10 @@ type conn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	res      response // reused by every request
+	// simple is what the simple parser fills, for serveRequest to copy
+	// into the handler's request with its context: one request made per
+	// request, not two.
+	simple http.Request
 
 	// What InfoOf reports of the request being served.
 	requests     int64
@@ -192,8 +196,8 @@ func (c *conn) readRequest() (*http.Request, error) {
 	}
 	// The simple parser takes only names and values that are valid, which
 	// net/http's reader does not check: those it read are checked below.
-	req := parseSimpleRequest(head, c.br)
-	checked := req != nil
+	req := &c.simple
+	checked := parseSimpleRequest(head, c.br, req)
 	if checked {
 		_, _ = c.br.Discard(len(head))
 	} else if req, err = http.ReadRequest(c.br); err != nil {
@@ -361,6 +365,7 @@ func (c *conn) serveRequest(req *http.Request) bool {
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
 	req = req.WithContext(ctx)
+	c.simple = http.Request{} // copied, or not used: nothing to keep alive
 	w.req = req
 
 	now := time.Now()

@@ -95,32 +95,32 @@ func parseSimpleAnswer(head []byte, req *http.Request) *http.Response {
 }
 
 // parseSimpleRequest parses a whole request head, its blank line
-// included, whose body (if any) follows in br; or returns nil when the
-// head is not of the common shape: an origin-form target ("/path"), no
-// CONNECT, HTTP/1.1, one Host, a Content-Length or no body.
-func parseSimpleRequest(head []byte, br *bufio.Reader) *http.Request {
+// included, whose body (if any) follows in br, into req; or reports false
+// when the head is not of the common shape: an origin-form target
+// ("/path"), no CONNECT, HTTP/1.1, one Host, a Content-Length or no body.
+func parseSimpleRequest(head []byte, br *bufio.Reader, req *http.Request) bool {
 	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-		return nil // lines that end in a bare LF
+		return false // lines that end in a bare LF
 	}
 	line, rest := splitHead(head)
 	method, line, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(line, " ")
 	if !ok1 || !ok2 || proto != "HTTP/1.1" || !httpguts.ValidHeaderFieldName(method) ||
 		method == http.MethodConnect || !strings.HasPrefix(target, "/") {
-		return nil
+		return false
 	}
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
-		return nil
+		return false
 	}
 	h, ok := parseSimpleHeader(rest)
 	if !ok || h.hosts > 1 || h.pragma {
-		return nil
+		return false
 	}
 	length := max(h.length, 0) // no framing: no body
 	host := first(h.header["Host"])
 	delete(h.header, "Host") // it is req.Host, as http.ReadRequest has it
-	return &http.Request{
+	*req = http.Request{
 		Method:        method,
 		URL:           u,
 		Proto:         "HTTP/1.1",
@@ -133,6 +133,7 @@ func parseSimpleRequest(head []byte, br *bufio.Reader) *http.Request {
 		Host:          host,
 		RequestURI:    target,
 	}
+	return true
 }
 
 // splitHead returns a head's first line and the header lines after it,

@@ -181,8 +181,8 @@ func TestSimpleRequestShape(t *testing.T) {
 		if n == 0 {
 			t.Fatalf("%q: no head", tc.request)
 		}
-		if req := parseSimpleRequest(buf[:n], br); (req != nil) != tc.taken {
-			t.Errorf("%q: taken %v, want %v", tc.request, req != nil, tc.taken)
+		if taken := parseSimpleRequest(buf[:n], br, new(http.Request)); taken != tc.taken {
+			t.Errorf("%q: taken %v, want %v", tc.request, taken, tc.taken)
 		}
 	}
 }
@@ -200,8 +200,8 @@ func FuzzSimpleRequest(f *testing.F) {
 		}
 		br := bufio.NewReader(bytes.NewReader(data))
 		_, _ = br.Discard(n)
-		fast := parseSimpleRequest(data[:n], br)
-		if fast == nil {
+		fast := new(http.Request)
+		if !parseSimpleRequest(data[:n], br, fast) {
 			return
 		}
 		slow, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data)))
