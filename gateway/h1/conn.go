@@ -71,6 +71,13 @@ type conn struct {
 	cancel    context.CancelFunc // the request's context
 	watcher   Watcher            // the handler's
 	hijacked  bool
+
+	// The read deadline awaitNext set (zero: none), valid while idleSet
+	// and nothing else has moved the deadline since: whatever does sets
+	// deadlineMoved, the handler's own deadlines included.
+	idleUntil     time.Time
+	idleSet       bool
+	deadlineMoved atomic.Bool
 }
 
 // connReader reads the connection, first giving back the byte a watch
@@ -136,12 +143,32 @@ func (c *conn) serve() {
 			// was served: their sweep of idle connections missed this one.
 			return
 		}
-		if d := c.srv.IdleTimeout; d > 0 {
-			_ = c.rwc.SetReadDeadline(time.Now().Add(d))
-		} else {
-			_ = c.rwc.SetReadDeadline(time.Time{})
-		}
+		c.awaitNext()
 	}
+}
+
+// awaitNext sets the read deadline for the wait for the next request:
+// the idle timeout. Moving a deadline costs a timer update, so the one
+// the request before set is kept while nothing has moved it since and it
+// is at least the idle timeout away; a new one is set an eighth further.
+// A keep-alive connection thus closes between one and 1.125 idle
+// timeouts after its last request, never sooner: a client whose own idle
+// timeout is a little shorter must not race the server's close.
+func (c *conn) awaitNext() {
+	d := c.srv.IdleTimeout
+	var until time.Time
+	if d > 0 {
+		until = time.Now().Add(d)
+	}
+	moved := c.deadlineMoved.Swap(false)
+	if c.idleSet && !moved && c.idleUntil.IsZero() == until.IsZero() && !c.idleUntil.Before(until) {
+		return // the one set is still far enough, or none is wanted nor set
+	}
+	if d > 0 {
+		until = until.Add(d / 8)
+	}
+	_ = c.rwc.SetReadDeadline(until)
+	c.idleUntil, c.idleSet = until, true
 }
 
 // close flushes what is left and closes the connection.
@@ -263,6 +290,7 @@ func (c *conn) peekHead(first bool) ([]byte, error) {
 		}
 		if !timed && c.srv.HeaderTimeout > 0 {
 			_ = c.rwc.SetReadDeadline(time.Now().Add(c.srv.HeaderTimeout))
+			c.deadlineMoved.Store(true)
 			timed = true
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
@@ -360,6 +388,7 @@ func (c *conn) serveRequest(req *http.Request) bool {
 		// The body is read under the handler's own deadline (or none),
 		// not under the one that waited for the head.
 		_ = c.rwc.SetReadDeadline(time.Time{})
+		c.deadlineMoved.Store(true)
 		w.body = &body{rc: req.Body, res: w}
 		req.Body = w.body
 	}
@@ -441,6 +470,7 @@ func (c *conn) tick() {
 	c.watched, c.watching = true, true
 	// Under the lock: stopWatch's deadline must come after this one.
 	_ = c.rwc.SetReadDeadline(time.Time{})
+	c.deadlineMoved.Store(true)
 	c.mu.Unlock()
 
 	n, err := c.rwc.Read(c.in.b[:])

@@ -573,6 +573,13 @@ func TestTimeouts(t *testing.T) {
 			rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 			rc.answer("GET")
 		}, 400 * time.Millisecond},
+		{"idle after a later request: idle timeout from that one", func(rc *rawConn) {
+			rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			rc.answer("GET")
+			time.Sleep(300 * time.Millisecond) // idle, but less than the timeout
+			rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			rc.answer("GET")
+		}, 700 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := dial(t, addr)
