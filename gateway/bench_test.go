@@ -112,9 +112,8 @@ func benchBackend(b *testing.B) int {
 }
 
 // benchGET proxies GET path through p for the benchmark's iterations,
-// after warm requests that are not measured. cpu-ns/op is the whole
-// process's CPU time per request, the in-process upstream's included:
-// steadier than ns/op on a shared machine.
+// after warm requests that are not measured; cpu-ns/op includes the
+// in-process upstream's CPU.
 func benchGET(b *testing.B, p *Proxy, path string, warm int) {
 	req := httptest.NewRequest("GET", "http://site"+path, nil)
 	req.RemoteAddr = "127.0.0.1:40000"
@@ -125,13 +124,20 @@ func benchGET(b *testing.B, p *Proxy, path string, warm int) {
 			b.Fatalf("status %d", w.Code)
 		}
 	}
+	measure(b, warm, serve)
+}
+
+// measure runs op warm times unmeasured, then for the benchmark's
+// iterations, reporting allocations and cpu-ns/op: the whole process's
+// CPU time per op, steadier than ns/op on a shared machine.
+func measure(b *testing.B, warm int, op func()) {
 	for range warm {
-		serve()
+		op()
 	}
 	b.ReportAllocs()
 	before := cputime.Process()
 	for b.Loop() {
-		serve()
+		op()
 	}
 	b.ReportMetric(float64(cputime.Process()-before)/float64(b.N), "cpu-ns/op")
 }
@@ -184,47 +190,24 @@ func benchServed(b *testing.B, p *Proxy, path string, warm int) {
 			b.Fatalf("not a 200 (%v)", err)
 		}
 	}
-	for range warm {
-		get()
-	}
-	b.ReportAllocs()
-	before := cputime.Process()
-	for b.Loop() {
-		get()
-	}
-	b.ReportMetric(float64(cputime.Process()-before)/float64(b.N), "cpu-ns/op")
+	measure(b, warm, get)
 }
 
 // cannedUpstream serves one fixed answer to every request head, with no
 // body read and nothing allocated per request; it returns its port.
 func cannedUpstream(b *testing.B) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
 	answer := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nDate: Sat, 28 Nov 2026 05:00:00 GMT\r\nContent-Length: 16\r\n\r\nHello from bench")
-	go func() {
+	addr, _ := scriptedUpstream(b, func(c net.Conn, br *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := skipHead(br); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := skipHead(br); err != nil {
-						return
-					}
-					if _, err := c.Write(answer); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := c.Write(answer); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	})
+	return portOf(b, addr)
 }
 
 // skipHead reads an HTTP head through its blank line and returns the

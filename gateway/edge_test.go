@@ -409,28 +409,14 @@ func TestEdgeSmugglingPipelinedHeadsMatchInOrder(t *testing.T) {
 // for its path, then closes the connection.
 func scriptedInstance(t *testing.T, script func(path string) string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.WriteString(c, script(req.URL.Path))
-			}()
+	addr, _ := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+		_, _ = io.WriteString(c, script(req.URL.Path))
+	})
+	return portOf(t, addr)
 }
 
 func TestEdgeAnswersPassOnOrAreCutShort(t *testing.T) {

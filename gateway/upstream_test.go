@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -37,7 +38,7 @@ func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic
 
 // scriptedUpstream accepts connections and hands each to script, for
 // answers no well-behaved server gives. It counts connections.
-func scriptedUpstream(t *testing.T, script func(c net.Conn, r *bufio.Reader)) (string, *atomic.Int64) {
+func scriptedUpstream(t testing.TB, script func(c net.Conn, r *bufio.Reader)) (string, *atomic.Int64) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -453,4 +454,18 @@ func TestTransportConcurrentRequests(t *testing.T) {
 	if n := conns.Load(); n > workers {
 		t.Errorf("%d connections for %d requests in flight at most", n, workers)
 	}
+}
+
+// portOf is the port of a loopback host:port.
+func portOf(t testing.TB, addr string) int {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
