@@ -365,7 +365,7 @@ func (ex *exchange) answered() {
 
 // bodyFlowed restarts the idle timeout: a byte of the body arrived.
 func (ex *exchange) bodyFlowed() {
-	if ex.timed {
+	if ex.timed && ex.route.policy.idle > 0 {
 		ex.idleFrom()
 	}
 }
