@@ -425,7 +425,11 @@ func TestWatcherDeadline(t *testing.T) {
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info, _ := InfoOf(r)
 		set := time.Now()
-		info.Watch(watcherFunc{passed: func() { passed <- told{r.URL.Path, time.Since(set)} }})
+		now := make(chan struct{}, 1)
+		info.Watch(watcherFunc{passed: func() {
+			passed <- told{r.URL.Path, time.Since(set)}
+			now <- struct{}{}
+		}})
 		switch r.URL.Path {
 		case "/later": // a long deadline armed first, a short one after
 			info.SetDeadline(set.Add(time.Hour))
@@ -436,12 +440,19 @@ func TestWatcherDeadline(t *testing.T) {
 		case "/cleared":
 			info.SetDeadline(set.Add(20 * time.Millisecond))
 			info.SetDeadline(time.Time{})
+			time.Sleep(300 * time.Millisecond) // well past what was cleared
+			return
 		case "/returns":
 			info.SetDeadline(set.Add(50 * time.Millisecond))
 			return
 		case "/none": // within what /returns had set: not its deadline
+			time.Sleep(300 * time.Millisecond)
+			return
 		}
-		time.Sleep(400 * time.Millisecond)
+		select {
+		case <-now:
+		case <-time.After(10 * time.Second):
+		}
 	}))
 	rc := dial(t, addr)
 	for _, tc := range []struct {
