@@ -209,23 +209,22 @@ func (w *response) sendHead(handlerDone bool) {
 	h, req := w.header, w.req
 	keepAlives := w.c.srv.keepAlives()
 
-	hasTrailers := false
+	declared := false // trailers
 	for _, v := range h["Trailer"] {
 		for name := range strings.SplitSeq(v, ",") {
 			if name = textproto.TrimString(name); name != "" {
 				w.trailers = append(w.trailers, http.CanonicalHeaderKey(name))
-				hasTrailers = true
+				declared = true
 			}
 		}
 	}
-	for k := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			hasTrailers = true
-		}
-	}
-	te := h.Get("Transfer-Encoding")
+	te := first(h["Transfer-Encoding"])
 	var setLength bool
-	if handlerDone && !hasTrailers && te == "" && bodyAllowed(w.status) && w.clen == -1 && (!w.noBody || len(w.held) > 0) {
+	// Trailers, declared or not, need a chunked answer: the length of a
+	// finished one is set only without them. The scan for undeclared ones
+	// comes last, as most answers are decided before it.
+	if handlerDone && !declared && te == "" && bodyAllowed(w.status) && w.clen == -1 && (!w.noBody || len(w.held) > 0) &&
+		!hasTrailerPrefix(h) {
 		w.clen, setLength = int64(len(w.held)), true
 	}
 
@@ -305,6 +304,17 @@ func (w *response) sendHead(handlerDone bool) {
 		_, _ = w.writeBody(held)
 		w.held = held[:0]
 	}
+}
+
+// hasTrailerPrefix reports whether h holds a trailer set the net/http
+// way, under a name with http.TrailerPrefix.
+func hasTrailerPrefix(h http.Header) bool {
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *response) writeStatusLine(code int) {

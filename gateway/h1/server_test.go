@@ -174,20 +174,34 @@ func TestHeadAndPipelining(t *testing.T) {
 
 func TestTrailers(t *testing.T) {
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/undeclared" {
+			// A short answer whose head goes out when the handler is done:
+			// the trailer must make it chunked, not sized.
+			io.WriteString(w, "body")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+			return
+		}
 		w.Header().Set("Trailer", "X-Sum")
 		w.WriteHeader(200)
 		io.WriteString(w, "body")
 		w.Header().Set("X-Sum", "42")
 		w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
 	}))
-	resp, err := http.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != "body" || resp.Trailer.Get("X-Sum") != "42" || resp.Trailer.Get("X-Late") != "yes" {
-		t.Errorf("body %q, trailers %v", b, resp.Trailer)
+	for path, want := range map[string]http.Header{
+		"/":           {"X-Sum": {"42"}, "X-Late": {"yes"}},
+		"/undeclared": {"X-Late": {"yes"}},
+	} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for name := range want {
+			if string(b) != "body" || resp.Trailer.Get(name) != want.Get(name) {
+				t.Errorf("%s: body %q, trailers %v; want %v", path, b, resp.Trailer, want)
+			}
+		}
 	}
 }
 
