@@ -156,18 +156,17 @@ type exchange struct {
 	attempts int
 	lastErr  error
 	timedOut atomic.Bool // the route timeout fired before headers came
-	// The request has one deadline: the route timeout until an answer's
-	// headers arrive, then the idle timeout of its body. Passing, it
-	// cancels the request's context (expire). Served by h1, the
-	// connection's timer keeps it (conn); otherwise timer, the request's
-	// own. timed is false for an upgrade, which neither bounds.
+	// The request has one deadline (setDeadline): the route timeout until
+	// an answer's headers arrive, then the idle timeout of its body.
+	// Passing, it cancels the request's context (expire). timed is false
+	// for an upgrade, which neither bounds.
 	timed     bool
 	conn      h1.Info
-	served    bool // by h1: conn is set
-	timer     *time.Timer
-	deadline  time.Time // of the route timeout
+	served    bool        // by h1: conn is set
+	timer     *time.Timer // the deadline's, when not served by h1
+	deadline  time.Time   // of the route timeout
 	cancel    context.CancelFunc
-	streaming atomic.Bool // headers arrived: the timer is the body's
+	streaming atomic.Bool // headers arrived: the deadline is the body's
 	trusted   bool        // the peer is a trusted proxy
 	streamed  attemptBody // the request body when it streams through
 	rec       statusRecorder
@@ -185,10 +184,9 @@ type exchange struct {
 	hintsMu    sync.Mutex
 	hintsTo    http.ResponseWriter
 	hintsFinal bool
-	// toldOfEnd is set when every end of the request's context also calls
-	// interrupt, which then cuts the upstream connections in upConns:
-	// the transport need not watch the context.
-	toldOfEnd  bool
+	// Served by h1, every end of the request's context also calls
+	// interrupt, which then cuts the upstream connections in upConns: the
+	// transport need not watch the context.
 	upMu       sync.Mutex
 	upConns    []watchedConn
 	upConnsBuf [2]watchedConn
@@ -296,7 +294,6 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		// with it: the route timeout can end it too.
 		ex.Context, ex.cancel = ctx, ex.conn.Cancel
 		ex.conn.Watch(ex)
-		ex.toldOfEnd = true
 	} else {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -309,10 +306,8 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		// connection (WebSocket) is never cut by it.
 		ex.timed = true
 		ex.deadline = ex.start.Add(route.policy.timeout)
-		if ex.served {
-			ex.conn.SetDeadline(ex.deadline)
-		} else {
-			ex.timer = time.AfterFunc(route.policy.timeout, ex.expire)
+		ex.setDeadline(ex.deadline)
+		if !ex.served {
 			defer ex.timer.Stop()
 		}
 	}
@@ -373,16 +368,26 @@ func (ex *exchange) bodyFlowed() {
 // idleFrom sets the request's deadline to the idle timeout from now, or
 // clears it when the route has none.
 func (ex *exchange) idleFrom() {
-	idle := ex.route.policy.idle
+	var t time.Time
+	if idle := ex.route.policy.idle; idle > 0 {
+		t = time.Now().Add(idle)
+	}
+	ex.setDeadline(t)
+}
+
+// setDeadline sets the request's one deadline, when expire runs; the zero
+// time clears it. Served by h1, the connection's timer keeps it;
+// otherwise the request's own timer, made on first use.
+func (ex *exchange) setDeadline(t time.Time) {
 	switch {
-	case ex.served && idle > 0:
-		ex.conn.SetDeadline(time.Now().Add(idle))
 	case ex.served:
-		ex.conn.SetDeadline(time.Time{})
-	case idle > 0:
-		ex.timer.Reset(idle)
-	default:
+		ex.conn.SetDeadline(t)
+	case t.IsZero():
 		ex.timer.Stop()
+	case ex.timer == nil:
+		ex.timer = time.AfterFunc(time.Until(t), ex.expire)
+	default:
+		ex.timer.Reset(time.Until(t))
 	}
 }
 

@@ -367,7 +367,7 @@ func (c *upstreamConn) fail(ctx context.Context, err error) (*http.Response, err
 // client leaving, until unwatch. An exchange told of all three (served by
 // h1) does it for the cost of a lock; otherwise the context is watched.
 func (c *upstreamConn) watch(ctx context.Context) {
-	if ex, ok := ctx.Value(ctxKey{}).(*exchange); ok && ex.toldOfEnd {
+	if ex, ok := ctx.Value(ctxKey{}).(*exchange); ok && ex.served {
 		c.ex = ex
 		ex.watchConn(ctx, c.conn)
 		// An end before the watch began is in the context already.
