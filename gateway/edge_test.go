@@ -550,3 +550,44 @@ func TestEdgeClientLeavingCancelsTheUpstream(t *testing.T) {
 		}
 	})
 }
+
+// The route timeout and the body's idle timeout end a request on both
+// servers: h1 keeps the deadline on its connection's timer, net/http's
+// requests on a timer of their own.
+func TestEdgeTimeouts(t *testing.T) {
+	release := make(chan struct{})
+	addr, _ := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if req.URL.Path == "/stall-body" {
+			// The head now, the rest of the body never.
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+		}
+		<-release
+	})
+	t.Cleanup(func() { close(release) }) // before the upstream's own cleanup
+	snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{
+		instance("app-1", portOf(t, addr), "/ timeout=150ms idle_timeout=150ms")}})
+	forEachServer(t, func(t *testing.T, opts PublicOptions) {
+		h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings, opts)
+		start := time.Now()
+		if resps := h.raw(t, "GET /stall HTTP/1.1\r\nHost: x\r\n\r\n"); len(resps) == 0 || resps[0].StatusCode != 504 {
+			t.Errorf("no answer from the instance: %d responses, want a 504", len(resps))
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("the 504 took %v, want about the 150ms route timeout", d)
+		}
+		start = time.Now()
+		client := &http.Client{Timeout: 5 * time.Second}
+		resp, err := client.Get("http://" + h.addr + "/stall-body")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if d := time.Since(start); err == nil || d > 2*time.Second {
+			t.Errorf("a stalled body ended after %v (%v), want cut after about the 150ms idle timeout", d, err)
+		}
+	})
+}
