@@ -72,11 +72,10 @@ type conn struct {
 	watcher   Watcher            // the handler's
 	hijacked  bool
 
-	// The read deadline awaitNext set (zero: none), valid while idleSet
-	// and nothing else has moved the deadline since: whatever does sets
-	// deadlineMoved, the handler's own deadlines included.
+	// The read deadline awaitNext set (zero: none), valid while nothing
+	// else has moved the deadline since: whatever does sets deadlineMoved,
+	// the handler's own deadlines included.
 	idleUntil     time.Time
-	idleSet       bool
 	deadlineMoved atomic.Bool
 }
 
@@ -125,6 +124,7 @@ func (c *conn) serve() {
 	}()
 	if d := c.srv.HeaderTimeout; d > 0 {
 		_ = c.rwc.SetReadDeadline(time.Now().Add(d))
+		c.deadlineMoved.Store(true)
 	}
 	for {
 		req, err := c.readRequest()
@@ -161,14 +161,14 @@ func (c *conn) awaitNext() {
 		until = time.Now().Add(d)
 	}
 	moved := c.deadlineMoved.Swap(false)
-	if c.idleSet && !moved && c.idleUntil.IsZero() == until.IsZero() && !c.idleUntil.Before(until) {
+	if !moved && c.idleUntil.IsZero() == until.IsZero() && !c.idleUntil.Before(until) {
 		return // the one set is still far enough, or none is wanted nor set
 	}
 	if d > 0 {
 		until = until.Add(d / 8)
 	}
 	_ = c.rwc.SetReadDeadline(until)
-	c.idleUntil, c.idleSet = until, true
+	c.idleUntil = until
 }
 
 // close flushes what is left and closes the connection.
