@@ -37,8 +37,7 @@ func SimpleAnswer(br *bufio.Reader, req *http.Request) *http.Response {
 	}
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			n := i + 4
+		if n := headLen(buf); n > 0 {
 			resp := parseSimpleAnswer(buf[:n], req)
 			if resp != nil {
 				_, _ = br.Discard(n)
@@ -58,9 +57,9 @@ func SimpleAnswer(br *bufio.Reader, req *http.Request) *http.Response {
 // parseSimpleAnswer parses a whole answer head, its blank line included,
 // or returns nil when it is not of the common shape.
 func parseSimpleAnswer(head []byte, req *http.Request) *http.Response {
-	line, rest := splitHead(head)
+	line, rest, ok := splitHead(head)
 	// "HTTP/1.1 200 OK": a final status that has a body.
-	if len(line) < 12 || line[:9] != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') {
+	if !ok || len(line) < 12 || line[:9] != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') {
 		return nil
 	}
 	code := 0
@@ -99,10 +98,10 @@ func parseSimpleAnswer(head []byte, req *http.Request) *http.Response {
 // when the head is not of the common shape: an origin-form target
 // ("/path"), no CONNECT, HTTP/1.1, one Host, a Content-Length or no body.
 func parseSimpleRequest(head []byte, br *bufio.Reader, req *http.Request) bool {
-	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-		return false // lines that end in a bare LF
+	line, rest, ok := splitHead(head)
+	if !ok {
+		return false
 	}
-	line, rest := splitHead(head)
 	method, line, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(line, " ")
 	if !ok1 || !ok2 || proto != "HTTP/1.1" || !httpguts.ValidHeaderFieldName(method) ||
@@ -137,11 +136,16 @@ func parseSimpleRequest(head []byte, br *bufio.Reader, req *http.Request) bool {
 }
 
 // splitHead returns a head's first line and the header lines after it,
-// each ending in CRLF, in one string: every value is a slice of it.
-func splitHead(head []byte) (line, rest string) {
+// each ending in CRLF, in one string: every value is a slice of it. ok is
+// false for a head that ends in a bare LF, which is not of the common
+// shape (a bare LF inside it fails the checks of the line it is in).
+func splitHead(head []byte) (line, rest string, ok bool) {
+	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+		return "", "", false
+	}
 	s := string(head[:len(head)-2])
 	line, rest, _ = strings.Cut(s, "\r\n")
-	return line, rest
+	return line, rest, true
 }
 
 // simpleHeader is what parseSimpleHeader finds.
