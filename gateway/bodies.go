@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hopgate/hopgate/gateway/balance"
+	"github.com/hopgate/hopgate/gateway/h1"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -94,6 +95,26 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 		s.code = http.StatusOK
 	}
 	return s.ResponseWriter.Write(b)
+}
+
+// headRelay is a writer that can pass an instance's answer head on as it
+// came (h1's RelayHead), and says whether it did.
+type headRelay interface {
+	relayHead(head *h1.AnswerHead) bool
+}
+
+// relayHead passes head to h1 as it came, and reports false when the
+// writer underneath is not h1's.
+func (s *statusRecorder) relayHead(head *h1.AnswerHead) bool {
+	relay, ok := s.ResponseWriter.(interface{ RelayHead(*h1.AnswerHead) })
+	if !ok {
+		return false
+	}
+	if s.code == 0 {
+		s.code = head.Code
+	}
+	relay.RelayHead(head)
+	return true
 }
 
 // Unwrap lets http.ResponseController reach Flush and Hijack underneath.

@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -590,4 +592,87 @@ func TestEdgeTimeouts(t *testing.T) {
 			t.Errorf("a stalled body ended after %v (%v), want cut after about the 150ms idle timeout", d, err)
 		}
 	})
+}
+
+// An instance's answer head reaches the client whole but for its
+// hop-by-hop fields, with one length and one date, on both servers. On h1
+// the common shape goes as it came (RelayHead); a Connection naming other
+// fields takes the path through a Header.
+func TestEdgeAnswerHeads(t *testing.T) {
+	const date = "Sat, 28 Nov 2026 03:00:00 GMT"
+	port := scriptedInstance(t, func(path string) string {
+		switch path {
+		case "/relayed":
+			return "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n" +
+				"x-lower: 1\r\nContent-Length: 2\r\nProxy-Connection: keep-alive\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n" +
+				"Upgrade: h2c\r\nDate: " + date + "\r\n\r\nok"
+		case "/named":
+			return "HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nX-Public: yes\r\nContent-Length: 2\r\n\r\nok"
+		case "/no-date":
+			return "HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope"
+		}
+		return "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+	})
+	snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", port, "/")}})
+	for _, tc := range []struct {
+		path   string
+		status int
+		want   http.Header // every field the client gets but Date and Content-Length
+		date   string      // "": the gateway's own
+		length string
+		body   string
+	}{
+		{"/relayed", 201, http.Header{"Content-Type": {"text/plain"}, "X-Lower": {"1"}, "Set-Cookie": {"a=1", "b=2"}}, date, "2", "ok"},
+		{"/named", 200, http.Header{"X-Public": {"yes"}}, "", "2", "ok"},
+		{"/no-date", 404, http.Header{}, "", "4", "nope"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			forEachServer(t, func(t *testing.T, opts PublicOptions) {
+				h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings, opts)
+				c, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_, _ = io.WriteString(c, "GET "+tc.path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				br := bufio.NewReader(c)
+				status, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The head line by line, as sent: a field sent twice shows.
+				got := http.Header{}
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						t.Fatal(err)
+					}
+					if line == "\r\n" {
+						break
+					}
+					name, value, _ := strings.Cut(strings.TrimSuffix(line, "\r\n"), ":")
+					got.Add(name, strings.TrimSpace(value))
+				}
+				if want := fmt.Sprintf("HTTP/1.1 %d %s\r\n", tc.status, http.StatusText(tc.status)); status != want {
+					t.Errorf("%s: status line %q, want %q", tc.path, status, want)
+				}
+				if d := got.Values("Date"); len(d) != 1 || tc.date != "" && d[0] != tc.date {
+					t.Errorf("%s: Date %q, want one, %q", tc.path, d, tc.date)
+				}
+				if l := got.Values("Content-Length"); len(l) != 1 || l[0] != tc.length {
+					t.Errorf("%s: Content-Length %q, want %s", tc.path, l, tc.length)
+				}
+				got.Del("Date")
+				got.Del("Content-Length")
+				if !reflect.DeepEqual(got, tc.want) {
+					t.Errorf("%s: header %v, want %v", tc.path, got, tc.want)
+				}
+				body := make([]byte, len(tc.body))
+				if _, err := io.ReadFull(br, body); err != nil || string(body) != tc.body {
+					t.Errorf("%s: body %q (%v), want %q", tc.path, body, err, tc.body)
+				}
+			})
+		})
+	}
 }

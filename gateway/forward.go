@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/hopgate/hopgate/gateway/h1"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
@@ -34,21 +35,10 @@ func removeHopByHop(h http.Header) {
 		}
 	}
 	for name := range h {
-		if isHopHeader(name) {
+		if h1.IsHopByHop(name) {
 			delete(h, name)
 		}
 	}
-}
-
-// isHopHeader says whether a canonical name is hop-by-hop: those of RFC
-// 9110 (7.6.1) and the older ones that proxies still strip.
-func isHopHeader(name string) bool {
-	switch name {
-	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
-		return true
-	}
-	return false
 }
 
 // forward sends r, in the exchange's context, to the route's instances and
@@ -97,22 +87,37 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 		return
 	}
 
-	removeHopByHop(resp.Header)
-	wh := w.Header()
-	copyHeader(wh, resp.Header)
-	if _, ok := resp.Header["Content-Type"]; !ok {
-		wh["Content-Type"] = nil // net/http's server would guess one
-	}
-	announced := len(resp.Trailer)
-	if announced > 0 {
-		names := make([]string, 0, announced)
-		for k := range resp.Trailer {
-			names = append(names, k)
+	// An answer whose head the transport kept as it came (see
+	// exchange.relay) goes to h1 as it is, its hop-by-hop lines dropped.
+	relayed, contentType := false, ""
+	if head := ex.relayed(resp); head != nil {
+		relay, ok := w.(headRelay)
+		relayed = ok && relay.relayHead(head)
+		if relayed {
+			contentType = head.ContentType()
+		} else {
+			resp.Header = head.Header()
 		}
-		wh["Trailer"] = []string{strings.Join(names, ", ")}
 	}
-	w.WriteHeader(resp.StatusCode)
-	if err := copyBody(w, resp.Body, streams(resp)); err != nil {
+	wh := w.Header()
+	announced := len(resp.Trailer)
+	if !relayed {
+		removeHopByHop(resp.Header)
+		copyHeader(wh, resp.Header)
+		if _, ok := resp.Header["Content-Type"]; !ok {
+			wh["Content-Type"] = nil // net/http's server would guess one
+		}
+		contentType = first(resp.Header, "Content-Type")
+		if announced > 0 {
+			names := make([]string, 0, announced)
+			for k := range resp.Trailer {
+				names = append(names, k)
+			}
+			wh["Trailer"] = []string{strings.Join(names, ", ")}
+		}
+		w.WriteHeader(resp.StatusCode)
+	}
+	if err := copyBody(w, resp.Body, streams(resp.ContentLength, contentType)); err != nil {
 		resp.Body.Close()
 		// The answer cannot be finished: the connection must end without
 		// its proper end, so the client sees it cut short. The server
@@ -279,14 +284,14 @@ func copyHeader(dst, src http.Header) {
 	}
 }
 
-// streams reports whether an answer is a stream whose every piece must
-// reach the client at once: server-sent events, or a body of unknown
-// length.
-func streams(resp *http.Response) bool {
-	if resp.ContentLength == -1 {
+// streams reports, from its length and Content-Type, whether an answer
+// is a stream whose every piece must reach the client at once:
+// server-sent events, or a body of unknown length.
+func streams(length int64, contentType string) bool {
+	if length == -1 {
 		return true
 	}
-	ct, _, _ := strings.Cut(first(resp.Header, "Content-Type"), ";")
+	ct, _, _ := strings.Cut(contentType, ";")
 	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
 }
 

@@ -195,6 +195,27 @@ type exchange struct {
 	out     http.Request
 	outURL  url.URL
 	fwdVals [4]string
+	// Served by h1, the transport keeps the head of an answer in the
+	// common shape here, as it came, instead of in a Header: relayOf is
+	// the answer it belongs to (its Header is nil), and forward has h1
+	// write it as it is. Only the last answer's is kept, the only one
+	// that can reach the client.
+	relay   h1.AnswerHead
+	relayOf *http.Response
+}
+
+// keepHead keeps head as the one of resp (see relay).
+func (ex *exchange) keepHead(resp *http.Response, head *h1.AnswerHead) {
+	ex.relay, ex.relayOf = *head, resp
+}
+
+// relayed returns the head kept for resp, nil when resp has its own
+// Header.
+func (ex *exchange) relayed(resp *http.Response) *h1.AnswerHead {
+	if resp != ex.relayOf {
+		return nil
+	}
+	return &ex.relay
 }
 
 // Value answers for ctxKey with the exchange, and for httptrace's key

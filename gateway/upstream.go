@@ -304,7 +304,9 @@ type upstreamConn struct {
 	answered  int64 // bytes of answer read
 	headLimit int64 // answered may not pass this while a head is read; 0 after
 
-	// The watch of the request's end (see watch): one or the other.
+	// The watch of the request's end (see watch): one or the other. The
+	// exchange, of a request h1 serves, also takes the answer's head as
+	// it came (readResponse).
 	ex        *exchange
 	stopWatch func() bool
 }
@@ -509,7 +511,19 @@ func (c *upstreamConn) writeRequest(req *http.Request) error {
 func (c *upstreamConn) readResponse(ctx context.Context, req *http.Request) (*http.Response, error) {
 	for n := 0; ; n++ {
 		c.headLimit = c.answered - int64(c.br.Buffered()) + maxResponseHead
-		resp, err := h1.SimpleAnswer(c.br, req), error(nil)
+		var resp *http.Response
+		if ex := c.ex; ex != nil {
+			// Its client served by h1, the answer's head can go to it as
+			// it came.
+			var head h1.AnswerHead
+			if resp = h1.SimpleAnswerHead(c.br, req, &head); resp != nil {
+				ex.keepHead(resp, &head)
+			}
+		}
+		if resp == nil {
+			resp = h1.SimpleAnswer(c.br, req)
+		}
+		var err error
 		if resp == nil {
 			resp, err = http.ReadResponse(c.br, req)
 		}

@@ -35,8 +35,12 @@ type response struct {
 	noBody   bool // a HEAD answer: body writes are dropped
 	// held is the start of an answer of unknown length, kept until
 	// bufferBeforeChunking so that a short one gets a Content-Length.
-	held       []byte
-	trailers   []string // announced in the Trailer header
+	held     []byte
+	trailers []string // announced in the Trailer header
+	// relay is the instance's head RelayHead was given, when relaying: its
+	// lines go out before the header's.
+	relay      AnswerHead
+	relaying   bool
 	closeAfter bool
 	bodyLeft   bool // the request body was not read to its end
 	expects100 bool // the client waits for 100 Continue before its body
@@ -53,7 +57,7 @@ func (w *response) reset(req *http.Request) {
 	clear(w.header)
 	w.req, w.body = req, nil
 	w.status, w.clen, w.written = 0, -1, 0
-	w.headSent, w.chunked, w.bodyLeft, w.expects100 = false, false, false, false
+	w.headSent, w.chunked, w.bodyLeft, w.expects100, w.relaying = false, false, false, false, false
 	w.held, w.trailers, w.werr = w.held[:0], w.trailers[:0], nil
 	w.noBody = req.Method == http.MethodHead
 	w.closeAfter = req.Close || hasToken(req.Header["Connection"], "close")
@@ -254,7 +258,7 @@ func (w *response) sendHead(handlerDone bool) {
 		case "Transfer-Encoding":
 			return true
 		case "Content-Length":
-			return setLength || w.clen == -1 || !bodyAllowed(w.status)
+			return setLength || w.relaying || w.clen == -1 || !bodyAllowed(w.status)
 		case "Connection":
 			return w.closeAfter && w.status != http.StatusSwitchingProtocols
 		case "Content-Type":
@@ -264,9 +268,12 @@ func (w *response) sendHead(handlerDone bool) {
 	}
 
 	w.writeStatusLine(w.status)
-	w.writeHeaders(h, skip)
 	bw := w.bw()
-	if _, ok := h["Date"]; !ok {
+	if w.relaying {
+		w.relay.writeLines(bw)
+	}
+	w.writeHeaders(h, skip)
+	if _, ok := h["Date"]; !ok && !(w.relaying && w.relay.hasDate) {
 		bw.WriteString("Date: ")
 		bw.Write(httpDate())
 		bw.WriteString("\r\n")
@@ -274,7 +281,7 @@ func (w *response) sendHead(handlerDone bool) {
 	switch {
 	case w.noBody || !bodyAllowed(w.status):
 	case w.clen != -1:
-		if setLength {
+		if setLength || w.relaying {
 			var num [20]byte
 			bw.WriteString("Content-Length: ")
 			bw.Write(strconv.AppendInt(num[:0], w.clen, 10))

@@ -32,13 +32,29 @@ import (
 // which the caller's http.ReadResponse then meets and reports in its own
 // terms.
 func SimpleAnswer(br *bufio.Reader, req *http.Request) *http.Response {
+	return simpleAnswer(br, req, nil)
+}
+
+// SimpleAnswerHead is SimpleAnswer for an answer that a proxy relays to
+// a client h1 serves: its head is kept in *head as the lines it came in,
+// for RelayHead, and the answer returned has no Header. It also takes
+// nothing where SimpleAnswer may take the answer: when the head's
+// Connection names fields to drop beside close and keep-alive, or when
+// the lines to drop are scattered over more than a few places.
+func SimpleAnswerHead(br *bufio.Reader, req *http.Request, head *AnswerHead) *http.Response {
+	return simpleAnswer(br, req, head)
+}
+
+// simpleAnswer is SimpleAnswer, keeping the head in relay when it is not
+// nil.
+func simpleAnswer(br *bufio.Reader, req *http.Request, relay *AnswerHead) *http.Response {
 	if req.Method == http.MethodHead {
 		return nil // a body the head announces but never sends
 	}
 	for {
 		buf, _ := br.Peek(br.Buffered())
 		if n := headLen(buf); n > 0 {
-			resp := parseSimpleAnswer(buf[:n], req)
+			resp := parseSimpleAnswer(buf[:n], req, relay)
 			if resp != nil {
 				_, _ = br.Discard(n)
 				resp.Body = sized(br, resp.ContentLength)
@@ -55,8 +71,9 @@ func SimpleAnswer(br *bufio.Reader, req *http.Request) *http.Response {
 }
 
 // parseSimpleAnswer parses a whole answer head, its blank line included,
-// or returns nil when it is not of the common shape.
-func parseSimpleAnswer(head []byte, req *http.Request) *http.Response {
+// or returns nil when it is not of the common shape. With relay, the
+// header lines are kept there, not in a Header.
+func parseSimpleAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.Response {
 	line, rest, ok := splitHead(head)
 	// "HTTP/1.1 200 OK": a final status that has a body.
 	if !ok || len(line) < 12 || line[:9] != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') {
@@ -73,12 +90,15 @@ func parseSimpleAnswer(head []byte, req *http.Request) *http.Response {
 	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified || !httpguts.ValidHeaderFieldValue(status) {
 		return nil
 	}
-	h, ok := parseSimpleHeader(rest)
+	h, ok := parseSimpleHeader(rest, relay)
 	if !ok || h.length < 0 {
 		return nil // no length: it ends with the connection, net/http's to read
 	}
-	if h.closes {
+	if h.closes && h.header != nil {
 		delete(h.header, "Connection") // as net/http does with the close it heeds
+	}
+	if relay != nil {
+		relay.Code, relay.Length = code, h.length
 	}
 	return &http.Response{
 		Status:        status,
@@ -112,7 +132,7 @@ func parseSimpleRequest(head []byte, br *bufio.Reader, req *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	h, ok := parseSimpleHeader(rest)
+	h, ok := parseSimpleHeader(rest, nil)
 	if !ok || h.hosts > 1 || h.pragma {
 		return false
 	}
@@ -160,14 +180,22 @@ type simpleHeader struct {
 // parseSimpleHeader parses header lines, each ending in CRLF, when every
 // one is a plain "Name: value" (a token, then text without control
 // characters but HTAB), none is Transfer-Encoding or Trailer, and there is
-// at most one valid Content-Length.
-func parseSimpleHeader(lines string) (simpleHeader, bool) {
-	n := strings.Count(lines, "\r\n")
-	h := simpleHeader{header: make(http.Header, n), length: -1}
-	values := make([]string, n) // one array for the values, as textproto does
-	for i := 0; lines != ""; i++ {
-		var line string
-		line, lines, _ = strings.Cut(lines, "\r\n")
+// at most one valid Content-Length. With relay, the lines are kept there
+// (see keep) and no Header is made.
+func parseSimpleHeader(lines string, relay *AnswerHead) (simpleHeader, bool) {
+	h := simpleHeader{length: -1}
+	var values []string
+	if relay == nil {
+		n := strings.Count(lines, "\r\n")
+		h.header = make(http.Header, n)
+		values = make([]string, n) // one array for the values, as textproto does
+	} else {
+		*relay = AnswerHead{lines: lines}
+	}
+	for i, end := 0, 0; end < len(lines); i++ {
+		start := end
+		line, _, _ := strings.Cut(lines[start:], "\r\n")
+		end += len(line) + 2
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
 			return h, false
@@ -193,6 +221,12 @@ func parseSimpleHeader(lines string) (simpleHeader, bool) {
 			h.hosts++
 		case "Pragma":
 			h.pragma = true
+		}
+		if relay != nil {
+			if !relay.keep(key, value, start, end) {
+				return h, false
+			}
+			continue
 		}
 		values[i] = value
 		if vv, ok := h.header[key]; ok {

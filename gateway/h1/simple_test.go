@@ -39,6 +39,9 @@ var answerSeeds = []string{
 	"HTTP/1.1  200 OK\r\nContent-Length: 0\r\n\r\n",
 	"HTTP/1.1 200 OK\r\nTrailer: X\r\nContent-Length: 0\r\n\r\n",
 	"HTTP/1.1 200 \xff\xfe\r\nX: \xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nConnection: X-Private, close\r\nX-Private: a\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nA: 1\r\nKeep-Alive: 1\r\nB: 2\r\nUpgrade: x\r\nC: 3\r\nTe: y\r\nD: 4\r\nContent-Length: 0\r\nE: 5\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nKeep-Alive: 1\r\nA: 1\r\nConnection: keep-alive,Close\r\nContent-Type: a\r\ncontent-type: b\r\nContent-Length: 0\r\n\r\n",
 }
 
 // TestSimpleAnswerShape: the common answer is taken; every other shape is
@@ -96,15 +99,45 @@ func TestSimpleAnswerWaits(t *testing.T) {
 	}
 }
 
+// TestSimpleAnswerHeadShape: what the relay leaves to SimpleAnswer, a
+// Connection naming fields and a head split in too many places, is taken
+// there.
+func TestSimpleAnswerHeadShape(t *testing.T) {
+	get, _ := http.NewRequest("GET", "http://x/", nil)
+	for _, tc := range []struct {
+		answer  string
+		relayed bool
+	}{
+		{answerSeeds[0], true},
+		{answerSeeds[4], true},
+		{answerSeeds[28], false}, // Connection: X-Private
+		{answerSeeds[29], false}, // five runs of kept lines
+		{answerSeeds[30], true},
+	} {
+		var head AnswerHead
+		br := bufio.NewReaderSize(strings.NewReader(tc.answer), 4096)
+		if resp := SimpleAnswerHead(br, get, &head); (resp != nil) != tc.relayed {
+			t.Errorf("%q: relayed %v, want %v", tc.answer, resp != nil, tc.relayed)
+		}
+		if !tc.relayed && SimpleAnswer(br, get) == nil {
+			t.Errorf("%q: left by the relay, and then by SimpleAnswer", tc.answer)
+		}
+	}
+}
+
 // FuzzSimpleAnswer holds SimpleAnswer to net/http's reader: whatever it
 // takes, http.ReadResponse reads the same way: the same status, headers,
-// length and close, the same body bytes, an error where it errs.
+// length and close, the same body bytes, an error where it errs. What
+// SimpleAnswerHead takes, SimpleAnswer takes the same way, and the head
+// it keeps holds SimpleAnswer's headers but the length and hop-by-hop
+// fields.
 func FuzzSimpleAnswer(f *testing.F) {
 	for _, s := range answerSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req, _ := http.NewRequest("GET", "http://x/", nil)
+		checkRelayed(t, data, req)
 		fast := SimpleAnswer(bufio.NewReaderSize(bytes.NewReader(data), 4096), req)
 		if fast == nil {
 			return
@@ -229,4 +262,43 @@ func FuzzSimpleRequest(f *testing.F) {
 			t.Fatalf("body %q (%v), net/http: %q (%v)", fb, ferr, sb, serr)
 		}
 	})
+}
+
+// checkRelayed holds what SimpleAnswerHead takes of data to what
+// SimpleAnswer takes.
+func checkRelayed(t *testing.T, data []byte, req *http.Request) {
+	t.Helper()
+	var head AnswerHead
+	relayed := SimpleAnswerHead(bufio.NewReaderSize(bytes.NewReader(data), 4096), req, &head)
+	if relayed == nil {
+		return
+	}
+	fast := SimpleAnswer(bufio.NewReaderSize(bytes.NewReader(data), 4096), req)
+	if fast == nil {
+		t.Fatal("relayed, but SimpleAnswer does not take it")
+	}
+	if relayed.Header != nil || relayed.StatusCode != fast.StatusCode || relayed.Status != fast.Status ||
+		relayed.ContentLength != fast.ContentLength || relayed.Close != fast.Close ||
+		head.Code != fast.StatusCode || head.Length != fast.ContentLength {
+		t.Fatalf("relayed %d %q length %d close %v, head %d length %d; SimpleAnswer: %d %q length %d close %v",
+			relayed.StatusCode, relayed.Status, relayed.ContentLength, relayed.Close, head.Code, head.Length,
+			fast.StatusCode, fast.Status, fast.ContentLength, fast.Close)
+	}
+	want := fast.Header.Clone()
+	for name := range want {
+		if name == "Content-Length" || IsHopByHop(name) {
+			delete(want, name)
+		}
+	}
+	if got := head.Header(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("relayed headers %q, want %q", got, want)
+	}
+	if head.ContentType() != first(fast.Header["Content-Type"]) || head.hasDate != (fast.Header["Date"] != nil) {
+		t.Fatalf("Content-Type %q, has a date %v; SimpleAnswer's: %q", head.ContentType(), head.hasDate, fast.Header)
+	}
+	rb, rerr := io.ReadAll(relayed.Body)
+	fb, ferr := io.ReadAll(fast.Body)
+	if !bytes.Equal(rb, fb) || (rerr == nil) != (ferr == nil) {
+		t.Fatalf("relayed body %q (%v), SimpleAnswer's %q (%v)", rb, rerr, fb, ferr)
+	}
 }
