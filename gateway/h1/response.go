@@ -282,9 +282,8 @@ func (w *response) sendHead(handlerDone bool) {
 	case w.noBody || !bodyAllowed(w.status):
 	case w.clen != -1:
 		if setLength || w.relaying {
-			var num [20]byte
 			bw.WriteString("Content-Length: ")
-			bw.Write(strconv.AppendInt(num[:0], w.clen, 10))
+			writeInt(bw, w.clen, 10)
 			bw.WriteString("\r\n")
 		}
 	case req.ProtoAtLeast(1, 1) && te != "identity":
@@ -331,16 +330,22 @@ func (w *response) writeStatusLine(code int) {
 	} else {
 		bw.WriteString("HTTP/1.0 ")
 	}
-	var num [3]byte
-	bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	writeInt(bw, int64(code), 10)
 	bw.WriteByte(' ')
 	if text := http.StatusText(code); text != "" {
 		bw.WriteString(text)
 	} else {
 		bw.WriteString("status code ")
-		bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+		writeInt(bw, int64(code), 10)
 	}
 	bw.WriteString("\r\n")
+}
+
+// writeInt writes v in base to bw, formatted in bw's own free space: a
+// number formatted on the stack would be moved to the heap, as bw may
+// hand it to the connection's Write.
+func writeInt(bw *bufio.Writer, v int64, base int) {
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), v, base))
 }
 
 // writeHeaders writes h but for the names skip is true of. As in Go's
@@ -377,8 +382,7 @@ func (w *response) writeBody(p []byte) (int, error) {
 	}
 	bw := w.bw()
 	if w.chunked {
-		var size [16]byte
-		bw.Write(strconv.AppendInt(size[:0], int64(len(p)), 16))
+		writeInt(bw, int64(len(p)), 16)
 		bw.WriteString("\r\n")
 	}
 	n, err := bw.Write(p)
