@@ -83,7 +83,8 @@ func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 	defer func() { release(held) }()
 	var reason outcome
 	for {
-		ep, err := p.pick(req, ex)
+		attemptStart := time.Now()
+		ep, err := p.pick(req, ex, p.gw.at(attemptStart))
 		if err != nil {
 			if held != nil {
 				resp := held
@@ -97,18 +98,17 @@ func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 		}
 		ex.tried = append(ex.tried, ep)
 		ex.attempts++
-		attemptStart := time.Now()
-		resp, err := p.attempt(req, ex, ep, streamed, reason, attemptStart)
+		resp, ended, err := p.attempt(req, ex, ep, streamed, reason, attemptStart)
 		reason = classify(resp, err)
-		p.gw.metrics.observeAttempt(req.Context(), route, ep, reason, attemptStart)
-		p.passiveHealth(req, ex, ep, reason)
+		p.gw.metrics.observeAttempt(req.Context(), route, ep, reason, attemptStart, ended)
+		p.passiveHealth(req, ex, ep, reason, p.gw.at(ended))
 		if reason == succeeded || reason == answeredErr {
 			return resp, nil
 		}
 		retryable := reason == notConnected && !streamed.read.Load() ||
 			ex.bodyOK && isIdempotent(req)
 		if retryable && ex.attempts < route.policy.attempts && req.Context().Err() == nil {
-			now := p.gw.now()
+			now := p.gw.at(ended)
 			if route.state.budget.allowRetry(now) {
 				if resp != nil {
 					release(held)
@@ -151,12 +151,11 @@ func release(resp *http.Response) {
 	}
 }
 
-// pick chooses the instance for the next attempt: never one this request
-// already tried, never an ejected one unless the route is in panic mode,
-// never one at its concurrency limit.
-func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error) {
+// pick chooses the instance for the next attempt, at now: never one this
+// request already tried, never an ejected one unless the route is in
+// panic mode, never one at its concurrency limit.
+func (p *Proxy) pick(req *http.Request, ex *exchange, now time.Time) (*balance.Endpoint, error) {
 	route := ex.route
-	now := p.gw.now()
 	panicking := route.state.panic.Load()
 	limit := int64(p.settings.MaxInflightPerInstance)
 	var atLimit bool
@@ -181,8 +180,9 @@ func (p *Proxy) pick(req *http.Request, ex *exchange) (*balance.Endpoint, error)
 	return ep, err
 }
 
-// attempt sends one try to ep, begun at start.
-func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome, start time.Time) (*http.Response, error) {
+// attempt sends one try to ep, begun at start, and says when it ended:
+// when the answer's headers or the error came.
+func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome, start time.Time) (*http.Response, time.Time, error) {
 	ctx, span := req.Context(), noSpan
 	if p.spans {
 		ctx, span = p.tracer.Start(ctx, req.Method, clientSpan)
@@ -235,20 +235,21 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	}
 	ep.Stats.Begin()
 	resp, err := transport.RoundTrip(out)
+	ended := time.Now()
 	timedOut := try.stop()
 	if err != nil {
 		if timedOut && req.Context().Err() == nil {
 			err = fmt.Errorf("%w: no answer from %s within %v", errTimeout, ep.Addr, ex.route.policy.tryTimeout)
 		}
-		ep.Stats.End(time.Since(start), 0, true)
+		ep.Stats.EndAt(ended, ended.Sub(start), 0, true)
 		try.end()
 		setAttributes(0, err)
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		span.End()
-		return nil, err
+		return nil, ended, err
 	}
-	rtt := time.Since(start)
+	rtt := ended.Sub(start)
 	setAttributes(resp.StatusCode, nil)
 	if resp.StatusCode >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(resp.StatusCode))
@@ -258,12 +259,12 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	// An upgraded connection (101) keeps its body as the tunnel:
 	// ReverseProxy needs its Write method, so it is not wrapped.
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		ep.Stats.End(rtt, resp.StatusCode, false)
+		ep.Stats.EndAt(ended, rtt, resp.StatusCode, false)
 		span.End()
-		return resp, nil
+		return resp, ended, nil
 	}
-	resp.Body = &attemptResponse{ReadCloser: resp.Body, ex: ex, ep: ep, rtt: rtt, status: resp.StatusCode, span: span, try: try}
-	return resp, nil
+	resp.Body = &attemptResponse{ReadCloser: resp.Body, ex: ex, ep: ep, answered: ended, rtt: rtt, status: resp.StatusCode, span: span, try: try}
+	return resp, ended, nil
 }
 
 // tryTimer is an attempt's own timeout, when it ends before the route's.
@@ -321,10 +322,10 @@ func clientAttributes(attrs []attribute.KeyValue, req *http.Request, ex *exchang
 	return append(attrs, semconv.HTTPResponseStatusCode(status))
 }
 
-// passiveHealth feeds one attempt's outcome to outlier detection.
-func (p *Proxy) passiveHealth(req *http.Request, ex *exchange, ep *balance.Endpoint, o outcome) {
+// passiveHealth feeds one attempt's outcome, known at now, to outlier
+// detection.
+func (p *Proxy) passiveHealth(req *http.Request, ex *exchange, ep *balance.Endpoint, o outcome, now time.Time) {
 	cfg := p.settings.Outlier
-	now := p.gw.now()
 	switch {
 	case o == succeeded:
 		ep.Stats.RecordSuccess(now, cfg)

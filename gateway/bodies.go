@@ -48,13 +48,14 @@ func (b *attemptBody) Close() error { return nil }
 // count and its context.
 type attemptResponse struct {
 	io.ReadCloser
-	ex     *exchange
-	ep     *balance.Endpoint
-	rtt    time.Duration // to the answer's headers
-	status int
-	span   trace.Span
-	try    *tryTimer
-	once   sync.Once
+	ex       *exchange
+	ep       *balance.Endpoint
+	answered time.Time     // when the answer's headers came
+	rtt      time.Duration // from the attempt's start to them
+	status   int
+	span     trace.Span
+	try      *tryTimer
+	once     sync.Once
 }
 
 func (b *attemptResponse) Read(p []byte) (int, error) {
@@ -72,7 +73,8 @@ func (b *attemptResponse) Close() error {
 }
 
 func (b *attemptResponse) end() {
-	b.ep.Stats.End(b.rtt, b.status, false)
+	// The latency sample is the headers' rtt, taken when they came.
+	b.ep.Stats.EndAt(b.answered, b.rtt, b.status, false)
 	b.span.End()
 	b.try.end()
 }

@@ -301,7 +301,7 @@ func TestBuildDropsTheSeriesOfARouteThatLeft(t *testing.T) {
 	for _, path := range []string{"/web", "/api"} {
 		r := gw.Table().Match("h", path)
 		m.observeRequest(t.Context(), r, "GET", 200, time.Now())
-		m.observeAttempt(t.Context(), r, r.Endpoints[0], succeeded, time.Now())
+		m.observeAttempt(t.Context(), r, r.Endpoints[0], succeeded, time.Now(), time.Now())
 	}
 	admin := NewAdmin(gw, AdminOptions{})
 	body := scrape(t, admin, false)

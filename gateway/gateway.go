@@ -21,6 +21,7 @@ type Gateway struct {
 	log      hclog.Logger
 	settings Settings
 	now      func() time.Time
+	ownClock bool // now is not time.Now (see at)
 	builder  tableBuilder
 	table    atomic.Pointer[Table]
 	applied  atomic.Int64 // unix nanos of the last Apply; 0 before the first
@@ -39,6 +40,17 @@ type Options struct {
 	NoMetrics bool
 }
 
+// at is the gateway's time for t, a reading of the real clock the caller
+// made: t itself, unless the gateway was given a clock of its own. The
+// request path reads the clock a dozen times; where one reading serves
+// two purposes, it is read once.
+func (g *Gateway) at(t time.Time) time.Time {
+	if g.ownClock {
+		return g.now()
+	}
+	return t
+}
+
 // New returns a gateway with an empty table: every request is a 404 until
 // the first snapshot is applied.
 func New(opts Options) *Gateway {
@@ -49,10 +61,11 @@ func New(opts Options) *Gateway {
 	if opts.Settings != nil {
 		settings = *opts.Settings
 	}
+	ownClock := opts.Now != nil
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	g := &Gateway{log: opts.Logger, settings: settings, now: opts.Now}
+	g := &Gateway{log: opts.Logger, settings: settings, now: opts.Now, ownClock: ownClock}
 	if !opts.NoMetrics {
 		g.metrics = newMetrics(g)
 	}

@@ -238,8 +238,9 @@ func (m *Metrics) observeRequest(ctx context.Context, route *Route, method strin
 	rm.exemplars.Observe(rm.duration, now.Sub(start).Seconds(), trace.SpanContextFromContext(ctx), now)
 }
 
-// observeAttempt records one attempt to ep and its outcome.
-func (m *Metrics) observeAttempt(ctx context.Context, route *Route, ep *balance.Endpoint, o outcome, start time.Time) {
+// observeAttempt records one attempt to ep, from start to end, and its
+// outcome.
+func (m *Metrics) observeAttempt(ctx context.Context, route *Route, ep *balance.Endpoint, o outcome, start, end time.Time) {
 	if m == nil {
 		return
 	}
@@ -247,11 +248,10 @@ func (m *Metrics) observeAttempt(ctx context.Context, route *Route, ep *balance.
 	if um == nil {
 		return
 	}
-	now := time.Now()
 	rm := route.state.metrics
 	um.attempts[o].get(m.attempts, rm.name, um.instance, um.node, outcomeNames[o]).Inc()
 	duration := um.duration.get(m.upstreamDuration, rm.name, um.instance, um.node)
-	um.exemplars.Observe(duration, now.Sub(start).Seconds(), trace.SpanContextFromContext(ctx), now)
+	um.exemplars.Observe(duration, end.Sub(start).Seconds(), trace.SpanContextFromContext(ctx), end)
 }
 
 // observeRetry counts a retry and its reason.

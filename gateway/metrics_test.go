@@ -249,7 +249,7 @@ func BenchmarkRecordRequest(b *testing.B) {
 	start := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		gw.metrics.observeAttempt(ctx, r, ep, succeeded, start)
+		gw.metrics.observeAttempt(ctx, r, ep, succeeded, start, time.Now())
 		gw.metrics.observeRequest(ctx, r, "GET", 200, start)
 	}
 }

@@ -308,7 +308,7 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		p.overloaded(w, r, ex, errRouteOverloaded)
 		return
 	}
-	st.budget.request(p.gw.now())
+	st.budget.request(p.gw.at(ex.start))
 
 	if ex.served {
 		// The server's request context is this request's alone and ends

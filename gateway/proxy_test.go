@@ -266,3 +266,16 @@ func TestStripPrefix(t *testing.T) {
 		}
 	}
 }
+
+// The request path reuses its readings of the clock, except under a
+// gateway given a clock of its own, whose time it then takes.
+func TestGatewayClock(t *testing.T) {
+	reading := time.Now()
+	if got := New(Options{}).at(reading); !got.Equal(reading) {
+		t.Errorf("real clock: at gave %v for the reading %v", got, reading)
+	}
+	fixed := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got := New(Options{Now: func() time.Time { return fixed }}).at(reading); !got.Equal(fixed) {
+		t.Errorf("own clock: at gave %v, want its time %v", got, fixed)
+	}
+}
