@@ -52,7 +52,7 @@ import (
 
 type options struct {
 	bin, hopgate, consul, jaeger    string
-	fasthttp                        string
+	fasthttp, compare               string
 	jaegerConfig, perf, perfRow     string
 	rounds, connections, threads    int
 	duration, warmup, timeout       time.Duration
@@ -69,6 +69,7 @@ func main() {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	fs.StringVar(&o.bin, "bin", "bin", "`directory` holding hopgate (and consul, jaeger unless named)")
 	fs.StringVar(&o.hopgate, "hopgate", "", "hopgate `binary` (default: <bin>/hopgate)")
+	fs.StringVar(&o.compare, "compare", "", "another hopgate `binary` (an earlier build, say) for a \"compare rr\" row beside \"hopgate rr\", to measure a change in one run")
 	fs.StringVar(&o.perf, "perf", "", "after the rounds, one more unmeasured run of the -perf-row under `perf record -g`, written to this `file` (use unstripped binaries)")
 	fs.StringVar(&o.perfRow, "perf-row", "hopgate rr", "the `row` that -perf profiles, e.g. fasthttp to compare with hopgate's profile")
 	fs.StringVar(&o.consul, "consul", "", "consul `binary` (default: <bin>/consul, then PATH)")
@@ -215,16 +216,22 @@ func run(ctx context.Context, o options) error {
 	if o.workers > 0 {
 		gomaxprocs = append(gomaxprocs, "GOMAXPROCS="+strconv.Itoa(o.workers))
 	}
-	hop := func(name string, lb string, env ...string) error {
-		p, url, err := startHopgate(ctx, ps, hopgate, name, consulAddr, lb, append(gomaxprocs, env...))
+	hopWith := func(bin, name string, lb string, env ...string) error {
+		p, url, err := startHopgate(ctx, ps, bin, name, consulAddr, lb, append(gomaxprocs, env...))
 		if err != nil {
 			return err
 		}
 		add(name, url, p)
 		return nil
 	}
+	hop := func(name string, lb string, env ...string) error { return hopWith(hopgate, name, lb, env...) }
 	if err := hop("hopgate rr", "round_robin"); err != nil {
 		return err
+	}
+	if o.compare != "" {
+		if err := hopWith(o.compare, "compare rr", "round_robin"); err != nil {
+			return err
+		}
 	}
 	if o.defaultPolicy {
 		if err := hop("hopgate default", ""); err != nil {
@@ -431,12 +438,13 @@ func runWrk(ctx context.Context, o options, url string, d time.Duration, script 
 func printTable(w io.Writer, targets []*target, paced bool) {
 	type row struct {
 		rps, p50, p99, cpu, up float64
+		perUp                  float64 // CPU per request over the upstreams'
 		errors                 int64
 		n                      int
 	}
 	rows := map[string]row{}
 	for _, t := range targets {
-		var rps, p50, p99, cpu, up []float64
+		var rps, p50, p99, cpu, up, perUp []float64
 		var r row
 		rounds := t.rounds
 		if paced {
@@ -451,10 +459,13 @@ func printTable(w io.Writer, targets []*target, paced bool) {
 			p99 = append(p99, float64(rd.wrk.P99))
 			cpu = append(cpu, rd.cpuUS)
 			up = append(up, rd.upUS)
+			if rd.upUS > 0 {
+				perUp = append(perUp, rd.cpuUS/rd.upUS)
+			}
 			r.errors += rd.wrk.Errors
 			r.n++
 		}
-		r.rps, r.p50, r.p99, r.cpu, r.up = median(rps), median(p50), median(p99), median(cpu), median(up)
+		r.rps, r.p50, r.p99, r.cpu, r.up, r.perUp = median(rps), median(p50), median(p99), median(cpu), median(up), median(perUp)
 		rows[t.name] = r
 	}
 	base := rows["haproxy"]
@@ -484,6 +495,13 @@ func printTable(w io.Writer, targets []*target, paced bool) {
 			fmt.Fprintf(w, "tracing on (every request sampled) vs off, hopgate rr: %.2f× req/s, %.2f× CPU/req (target ≥0.75× req/s)\n",
 				on.rps/off.rps, on.cpu/off.cpu)
 		}
+	}
+	// A busy neighbour slows every process alike, so a proxy's CPU over
+	// the upstreams' (their work per request is the same behind any build)
+	// moves far less from round to round than either.
+	if now, was := rows["hopgate rr"], rows["compare rr"]; now.n > 0 && was.n > 0 && was.cpu > 0 && was.perUp > 0 {
+		fmt.Fprintf(w, "hopgate rr vs compare rr: %.2f× req/s, %.2f× CPU/req, %.3f× CPU/req over the upstreams' (%.3f vs %.3f)\n",
+			now.rps/was.rps, now.cpu/was.cpu, now.perUp/was.perUp, now.perUp, was.perUp)
 	}
 }
 
