@@ -421,19 +421,24 @@ func scriptedInstance(t *testing.T, script func(path string) string) int {
 	return portOf(t, addr)
 }
 
-func TestEdgeAnswersPassOnOrAreCutShort(t *testing.T) {
+// scriptedAnswers is a route to one instance that answers each path with
+// the bytes given for it, and other paths with a 404.
+func scriptedAnswers(t *testing.T, answers map[string]string) *discovery.Snapshot {
 	port := scriptedInstance(t, func(path string) string {
-		switch path {
-		case "/hints":
-			return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-		case "/cut-chunked":
-			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-		case "/cut-length":
-			return "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"
+		if a, ok := answers[path]; ok {
+			return a
 		}
 		return "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 	})
-	snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", port, "/")}})
+	return snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", port, "/")}})
+}
+
+func TestEdgeAnswersPassOnOrAreCutShort(t *testing.T) {
+	snap := scriptedAnswers(t, map[string]string{
+		"/hints":       "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/cut-chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+		"/cut-length":  "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
+	})
 	forEachServer(t, func(t *testing.T, opts PublicOptions) {
 		h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings, opts)
 		get := func(path string) (*bufio.Reader, net.Conn) {
@@ -600,20 +605,13 @@ func TestEdgeTimeouts(t *testing.T) {
 // fields takes the path through a Header.
 func TestEdgeAnswerHeads(t *testing.T) {
 	const date = "Sat, 28 Nov 2026 03:00:00 GMT"
-	port := scriptedInstance(t, func(path string) string {
-		switch path {
-		case "/relayed":
-			return "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n" +
-				"x-lower: 1\r\nContent-Length: 2\r\nProxy-Connection: keep-alive\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n" +
-				"Upgrade: h2c\r\nDate: " + date + "\r\n\r\nok"
-		case "/named":
-			return "HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nX-Public: yes\r\nContent-Length: 2\r\n\r\nok"
-		case "/no-date":
-			return "HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope"
-		}
-		return "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+	snap := scriptedAnswers(t, map[string]string{
+		"/relayed": "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n" +
+			"x-lower: 1\r\nContent-Length: 2\r\nProxy-Connection: keep-alive\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n" +
+			"Upgrade: h2c\r\nDate: " + date + "\r\n\r\nok",
+		"/named":   "HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nX-Public: yes\r\nContent-Length: 2\r\n\r\nok",
+		"/no-date": "HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope",
 	})
-	snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", port, "/")}})
 	for _, tc := range []struct {
 		path   string
 		status int
