@@ -17,9 +17,9 @@ import (
 	"strings"
 )
 
-// maxRuns bounds the runs of kept lines an AnswerHead holds: the lines
-// dropped (the length, hop-by-hop fields) may split the head in as many
-// places less one. A head split more is left to SimpleAnswer.
+// maxRuns bounds the runs of consecutive kept lines an AnswerHead holds:
+// every dropped line (the length, a hop-by-hop field) between kept ones
+// starts another. A head of more runs is left to SimpleAnswer.
 const maxRuns = 4
 
 // AnswerHead is an instance's answer head in the common shape, kept as
