@@ -90,7 +90,7 @@ func parseSimpleAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.
 	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified || !httpguts.ValidHeaderFieldValue(status) {
 		return nil
 	}
-	h, ok := parseSimpleHeader(rest, relay)
+	h, ok := parseSimpleHeader(rest, relay, 0)
 	if !ok || h.length < 0 {
 		return nil // no length: it ends with the connection, net/http's to read
 	}
@@ -132,7 +132,7 @@ func parseSimpleRequest(head []byte, br *bufio.Reader, req *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	h, ok := parseSimpleHeader(rest, nil)
+	h, ok := parseSimpleHeader(rest, nil, requestHeaderRoom)
 	if !ok || h.hosts > 1 || h.pragma {
 		return false
 	}
@@ -177,17 +177,25 @@ type simpleHeader struct {
 	pragma bool  // a Pragma line, which net/http rewrites
 }
 
+// requestHeaderRoom is the room a request's Header is made with beyond
+// its lines: a proxy adds its four forwarding headers (X-Forwarded-For,
+// -Host and -Proto, X-Real-Ip), less the Host line, which is req.Host and
+// not in the Header. A map that outgrows the size it was made for is made
+// again, larger.
+const requestHeaderRoom = 3
+
 // parseSimpleHeader parses header lines, each ending in CRLF, when every
 // one is a plain "Name: value" (a token, then text without control
 // characters but HTAB), none is Transfer-Encoding or Trailer, and there is
-// at most one valid Content-Length. With relay, the lines are kept there
-// (see keep) and no Header is made.
-func parseSimpleHeader(lines string, relay *AnswerHead) (simpleHeader, bool) {
+// at most one valid Content-Length. The Header is made with room for that
+// many more fields. With relay, the lines are kept there (see keep) and
+// no Header is made.
+func parseSimpleHeader(lines string, relay *AnswerHead, room int) (simpleHeader, bool) {
 	h := simpleHeader{length: -1}
 	var values []string
 	if relay == nil {
 		n := strings.Count(lines, "\r\n")
-		h.header = make(http.Header, n)
+		h.header = make(http.Header, n+room)
 		values = make([]string, n) // one array for the values, as textproto does
 	} else {
 		*relay = AnswerHead{lines: lines}

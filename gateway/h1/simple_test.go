@@ -302,3 +302,27 @@ func checkRelayed(t *testing.T, data []byte, req *http.Request) {
 		t.Fatalf("relayed body %q (%v), SimpleAnswer's %q (%v)", rb, rerr, fb, ferr)
 	}
 }
+
+// TestSimpleRequestHeaderRoom: a proxy's forwarding headers fit in the
+// Header a request is parsed into, without the map being made again.
+func TestSimpleRequestHeaderRoom(t *testing.T) {
+	head := []byte("GET / HTTP/1.1\r\nHost: site\r\nUser-Agent: a\r\nAccept: */*\r\nAccept-Language: en\r\n" +
+		"Accept-Encoding: gzip\r\nCookie: a=b\r\nReferer: http://site/\r\nSec-Fetch-Mode: cors\r\n\r\n")
+	br := bufio.NewReader(strings.NewReader(""))
+	var req http.Request
+	parse := func() {
+		if !parseSimpleRequest(head, br, &req) {
+			t.Fatal("not taken")
+		}
+	}
+	alone := testing.AllocsPerRun(100, parse)
+	forwarded := testing.AllocsPerRun(100, func() {
+		parse()
+		for _, name := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip"} {
+			req.Header[name] = nil
+		}
+	})
+	if forwarded != alone {
+		t.Errorf("%v allocations with the forwarding headers added, %v without", forwarded, alone)
+	}
+}
