@@ -99,12 +99,6 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
-// headRelay is a writer that can pass an instance's answer head on as it
-// came (h1's RelayHead), and says whether it did.
-type headRelay interface {
-	relayHead(head *h1.AnswerHead) bool
-}
-
 // relayHead passes head to h1 as it came, and reports false when the
 // writer underneath is not h1's.
 func (s *statusRecorder) relayHead(head *h1.AnswerHead) bool {

@@ -91,8 +91,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	// exchange.relay) goes to h1 as it is, its hop-by-hop lines dropped.
 	relayed, contentType := false, ""
 	if head := ex.relayed(resp); head != nil {
-		relay, ok := w.(headRelay)
-		relayed = ok && relay.relayHead(head)
+		rec, ok := w.(*statusRecorder)
+		relayed = ok && rec.relayHead(head)
 		if relayed {
 			contentType = head.ContentType()
 		} else {

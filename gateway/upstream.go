@@ -516,11 +516,10 @@ func (c *upstreamConn) readResponse(ctx context.Context, req *http.Request) (*ht
 			// Its client served by h1, the answer's head can go to it as
 			// it came.
 			var head h1.AnswerHead
-			if resp = h1.SimpleAnswerHead(c.br, req, &head); resp != nil {
+			if resp = h1.SimpleAnswerHead(c.br, req, &head); resp != nil && resp.Header == nil {
 				ex.keepHead(resp, &head)
 			}
-		}
-		if resp == nil {
+		} else {
 			resp = h1.SimpleAnswer(c.br, req)
 		}
 		var err error

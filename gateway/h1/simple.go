@@ -37,10 +37,11 @@ func SimpleAnswer(br *bufio.Reader, req *http.Request) *http.Response {
 
 // SimpleAnswerHead is SimpleAnswer for an answer that a proxy relays to
 // a client h1 serves: its head is kept in *head as the lines it came in,
-// for RelayHead, and the answer returned has no Header. It also takes
-// nothing where SimpleAnswer may take the answer: when the head's
-// Connection names fields to drop beside close and keep-alive, or when
-// the lines to drop are scattered over more than a few places.
+// for RelayHead, and the answer returned has no Header. A head of the
+// common shape that cannot be relayed so (its Connection names fields to
+// drop beside close and keep-alive, or the lines to drop are scattered
+// over more than a few places) is taken as SimpleAnswer takes it, with a
+// Header; any other answer is not taken, as by SimpleAnswer.
 func SimpleAnswerHead(br *bufio.Reader, req *http.Request, head *AnswerHead) *http.Response {
 	return simpleAnswer(br, req, head)
 }
@@ -91,6 +92,11 @@ func parseSimpleAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.
 		return nil
 	}
 	h, ok := parseSimpleHeader(rest, relay, 0)
+	if !ok && h.unrelayable {
+		// The same lines into a Header, from the same copy of the head.
+		relay = nil
+		h, ok = parseSimpleHeader(rest, nil, 0)
+	}
 	if !ok || h.length < 0 {
 		return nil // no length: it ends with the connection, net/http's to read
 	}
@@ -175,6 +181,9 @@ type simpleHeader struct {
 	closes bool  // Connection: close
 	hosts  int   // Host lines
 	pragma bool  // a Pragma line, which net/http rewrites
+	// unrelayable: the lines are of the common shape so far, but the
+	// relay cannot keep them (see AnswerHead.keep).
+	unrelayable bool
 }
 
 // requestHeaderRoom is the room a request's Header is made with beyond
@@ -232,6 +241,7 @@ func parseSimpleHeader(lines string, relay *AnswerHead, room int) (simpleHeader,
 		}
 		if relay != nil {
 			if !relay.keep(key, value, start, end) {
+				h.unrelayable = true
 				return h, false
 			}
 			continue

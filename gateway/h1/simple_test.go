@@ -99,9 +99,9 @@ func TestSimpleAnswerWaits(t *testing.T) {
 	}
 }
 
-// TestSimpleAnswerHeadShape: what the relay leaves to SimpleAnswer, a
-// Connection naming fields and a head split in too many places, is taken
-// there.
+// TestSimpleAnswerHeadShape: what the relay cannot keep, a Connection
+// naming fields and a head split in too many places, is taken with a
+// Header, as SimpleAnswer takes it.
 func TestSimpleAnswerHeadShape(t *testing.T) {
 	get, _ := http.NewRequest("GET", "http://x/", nil)
 	for _, tc := range []struct {
@@ -116,10 +116,11 @@ func TestSimpleAnswerHeadShape(t *testing.T) {
 	} {
 		var head AnswerHead
 		br := bufio.NewReaderSize(strings.NewReader(tc.answer), 4096)
-		if resp := SimpleAnswerHead(br, get, &head); (resp != nil) != tc.relayed {
-			t.Errorf("%q: relayed %v, want %v", tc.answer, resp != nil, tc.relayed)
+		resp := SimpleAnswerHead(br, get, &head)
+		if relayed := resp != nil && resp.Header == nil; relayed != tc.relayed {
+			t.Errorf("%q: relayed %v, want %v", tc.answer, relayed, tc.relayed)
 		}
-		if !tc.relayed && SimpleAnswer(br, get) == nil {
+		if !tc.relayed && resp == nil {
 			t.Errorf("%q: left by the relay, and then by SimpleAnswer", tc.answer)
 		}
 	}
@@ -270,14 +271,23 @@ func checkRelayed(t *testing.T, data []byte, req *http.Request) {
 	t.Helper()
 	var head AnswerHead
 	relayed := SimpleAnswerHead(bufio.NewReaderSize(bytes.NewReader(data), 4096), req, &head)
+	fast := SimpleAnswer(bufio.NewReaderSize(bytes.NewReader(data), 4096), req)
+	if (relayed == nil) != (fast == nil) {
+		t.Fatalf("taken by SimpleAnswerHead %v, by SimpleAnswer %v", relayed != nil, fast != nil)
+	}
 	if relayed == nil {
 		return
 	}
-	fast := SimpleAnswer(bufio.NewReaderSize(bytes.NewReader(data), 4096), req)
-	if fast == nil {
-		t.Fatal("relayed, but SimpleAnswer does not take it")
+	if relayed.Header != nil {
+		// Not relayable: taken as SimpleAnswer takes it.
+		if !reflect.DeepEqual(relayed.Header, fast.Header) || relayed.StatusCode != fast.StatusCode ||
+			relayed.ContentLength != fast.ContentLength || relayed.Close != fast.Close {
+			t.Fatalf("taken with headers %q, status %d, length %d; SimpleAnswer's: %q, %d, %d",
+				relayed.Header, relayed.StatusCode, relayed.ContentLength, fast.Header, fast.StatusCode, fast.ContentLength)
+		}
+		return
 	}
-	if relayed.Header != nil || relayed.StatusCode != fast.StatusCode || relayed.Status != fast.Status ||
+	if relayed.StatusCode != fast.StatusCode || relayed.Status != fast.Status ||
 		relayed.ContentLength != fast.ContentLength || relayed.Close != fast.Close ||
 		head.Code != fast.StatusCode || head.Length != fast.ContentLength {
 		t.Fatalf("relayed %d %q length %d close %v, head %d length %d; SimpleAnswer: %d %q length %d close %v",
