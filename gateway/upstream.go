@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hopgate/hopgate/gateway/h1"
@@ -216,6 +217,7 @@ func (t *Transport) conn(ctx context.Context, addr string) (*upstreamConn, error
 		return nil, err
 	}
 	c := &upstreamConn{t: t, addr: addr, conn: conn}
+	c.offerSocket()
 	c.br = bufio.NewReaderSize(reader{c}, 4<<10)
 	c.bw = bufio.NewWriterSize(writer{c}, 4<<10)
 	return c, nil
@@ -304,6 +306,15 @@ type upstreamConn struct {
 	answered  int64 // bytes of answer read
 	headLimit int64 // answered may not pass this while a head is read; 0 after
 
+	// The request's last write waits for the answer (see sendThenAwait),
+	// where the connection offers its socket.
+	raw      syscall.RawConn
+	awaitFn  func(fd uintptr) bool // made once: a closure per request would be an allocation
+	awaiting bool                  // the flush under way ends the request
+	pending  []byte                // what awaitFn writes
+	sent     int                   // how much of it went
+	wrote    bool                  // awaitFn has written: a call again means readable
+
 	// The watch of the request's end (see watch): one or the other. The
 	// exchange, of a request h1 serves, also takes the answer's head as
 	// it came (readResponse).
@@ -327,9 +338,19 @@ func (r reader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (w writer) Write(p []byte) (int, error) {
-	n, err := w.c.conn.Write(p)
-	w.c.written += int64(n)
+func (w writer) Write(p []byte) (n int, err error) {
+	c := w.c
+	if c.awaiting && c.raw != nil {
+		n = c.sendThenAwait(p)
+	}
+	if n < len(p) {
+		// Not sent whole that way: the usual write sends the rest, waiting
+		// for room, and reports any error.
+		var m int
+		m, err = c.conn.Write(p[n:])
+		n += m
+	}
+	c.written += int64(n)
 	return n, err
 }
 
@@ -502,7 +523,10 @@ func (c *upstreamConn) writeRequest(req *http.Request) error {
 			return err
 		}
 	}
-	return w.Flush()
+	c.awaiting = true
+	err := w.Flush()
+	c.awaiting = false
+	return err
 }
 
 // readResponse reads the final response head, passing informational ones

@@ -28,3 +28,55 @@ func connAlive(conn net.Conn) bool {
 	})
 	return err == nil && alive
 }
+
+// offerSocket lets the request's last write wait for the answer
+// (sendThenAwait) when the connection is a socket.
+func (c *upstreamConn) offerSocket() {
+	sc, ok := c.conn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	c.raw = raw
+	c.awaitFn = func(fd uintptr) bool {
+		if c.wrote {
+			return true // readable, or woken early: the read that follows then waits as usual: the read that follows then waits as usual
+		}
+		c.wrote = true
+		for {
+			n, err := syscall.Write(int(fd), c.pending)
+			if err == syscall.EINTR {
+				continue
+			}
+			if n > 0 {
+				c.sent = n
+			}
+			// Sent whole: wait. Short or failed: the caller goes on.
+			return err != nil || c.sent < len(c.pending)
+		}
+	}
+}
+
+// sendThenAwait writes p straight to the socket and, when all of it went,
+// waits until the connection has something to read: the answer. It
+// returns how much of p it wrote; the caller writes the rest the usual way.
+//
+// Go's own read of the answer would first try the socket, which just after
+// the request went nearly always holds nothing yet: a system call per
+// request, for nothing. Waiting first is safe because the write happens
+// inside the wait. Go's poller forgets a readiness that came before a wait
+// began, but the answer comes after the request, and so does the reset
+// that a request to a closed connection draws. (An instance that shut only
+// its side of an idle connection within StaleCheckAfter, and then kept
+// still, would be waited for until the try's timeout.)
+func (c *upstreamConn) sendThenAwait(p []byte) int {
+	c.pending, c.sent, c.wrote = p, 0, false
+	// An error of the wait itself (the connection cut while waiting) is
+	// the next read's to report.
+	_ = c.raw.Read(c.awaitFn)
+	c.pending = nil
+	return c.sent
+}
