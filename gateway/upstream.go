@@ -191,12 +191,14 @@ func (t *Transport) conn(ctx context.Context, addr string) (*upstreamConn, error
 		c := conns[len(conns)-1]
 		conns[len(conns)-1] = nil
 		conns = conns[:len(conns)-1]
+		// Taken out of the pool whatever comes next: a slot left behind
+		// would hold nil.
+		t.idle[addr] = conns
 		idle := now.Sub(c.idleSince)
 		if idle >= t.IdleTimeout {
 			c.conn.Close()
 			continue
 		}
-		t.idle[addr] = conns
 		t.mu.Unlock()
 		// Nothing reads an idle connection, so an instance that closed it
 		// (restarted, or its own idle timeout) is only seen when used. A

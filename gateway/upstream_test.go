@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -415,6 +416,51 @@ func TestTransportClosesIdleConnectionsOfGoneInstances(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Connections that idled past IdleTimeout before the sweep came are closed
+// when next taken, and the pool goes on: a gateway quiet for a while then
+// busy again.
+func TestTransportExpiredIdleConnections(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	tr := NewTransport()
+	var pooled []*upstreamConn
+	for range 2 {
+		c, err := tr.conn(context.Background(), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pooled = append(pooled, c)
+	}
+	for _, c := range pooled {
+		tr.put(c)
+	}
+	tr.mu.Lock()
+	for _, c := range tr.idle[addr] {
+		c.idleSince = c.idleSince.Add(-2 * tr.IdleTimeout)
+	}
+	tr.mu.Unlock()
+
+	for i := range 3 {
+		if _, body := get(t, tr, srv.URL+"/"); body != "ok" {
+			t.Fatalf("request %d: body %q", i, body)
+		}
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3: the 2 expired ones, then 1 fresh one reused", n)
+	}
+	tr.mu.Lock()
+	idle := slices.Clone(tr.idle[addr])
+	tr.mu.Unlock()
+	if len(idle) != 1 || idle[0] == nil {
+		t.Fatalf("the pool holds %v, want the 1 fresh connection", idle)
+	}
+	// Not deferred: a panic under the pool's lock must fail the test, not
+	// hang it.
+	tr.CloseIdleConnections()
 }
 
 // Many requests at once share the pool: each connection serves one request
