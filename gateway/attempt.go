@@ -156,28 +156,45 @@ func release(resp *http.Response) {
 // panic mode, never one at its concurrency limit.
 func (p *Proxy) pick(req *http.Request, ex *exchange, now time.Time) (*balance.Endpoint, error) {
 	route := ex.route
-	panicking := route.state.panic.Load()
-	limit := int64(p.settings.MaxInflightPerInstance)
-	var atLimit bool
-	skip := func(ep *balance.Endpoint) bool {
-		if containsEndpoint(ex.tried, ep) || (!panicking && ep.Stats.Ejected(now)) {
-			return true
-		}
-		if limit > 0 && ep.Stats.Inflight() >= limit {
-			atLimit = true
-			return true
-		}
-		return false
+	f := &ex.filter
+	*f = pickFilter{
+		tried:     ex.tried,
+		now:       now,
+		panicking: route.state.panic.Load(),
+		limit:     int64(p.settings.MaxInflightPerInstance),
 	}
-	ep, err := route.picker.Pick(req, skip)
-	if panicking && ex.attempts == 0 {
+	ep, err := route.picker.Pick(req, f)
+	if f.panicking && ex.attempts == 0 {
 		ex.span.SetAttributes(attrPanic.Bool(true))
 		ex.span.AddEvent("panic mode: ejections ignored")
 	}
-	if err != nil && atLimit {
+	if err != nil && f.atLimit {
 		return nil, errInstanceOverloaded
 	}
 	return ep, err
+}
+
+// pickFilter is what one pick passes over. It lives in the exchange:
+// handed to the picker from there it costs no allocation, where a closure
+// over the same state would cost one on every request.
+type pickFilter struct {
+	tried     []*balance.Endpoint
+	now       time.Time
+	panicking bool
+	limit     int64
+	atLimit   bool // an instance was passed over for its limit
+}
+
+// Skip implements balance.Skipper.
+func (f *pickFilter) Skip(ep *balance.Endpoint) bool {
+	if containsEndpoint(f.tried, ep) || (!f.panicking && ep.Stats.Ejected(f.now)) {
+		return true
+	}
+	if f.limit > 0 && ep.Stats.Inflight() >= f.limit {
+		f.atLimit = true
+		return true
+	}
+	return false
 }
 
 // attempt sends one try to ep, begun at start, and says when it ended:

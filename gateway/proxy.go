@@ -153,6 +153,7 @@ type exchange struct {
 	body     []byte     // the whole request body when it could be buffered
 	bodyOK   bool       // body holds the whole body (or there is none)
 	tried    []*balance.Endpoint
+	filter   pickFilter // the current pick's (see pick)
 	attempts int
 	lastErr  error
 	timedOut atomic.Bool // the route timeout fired before headers came

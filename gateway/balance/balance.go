@@ -8,7 +8,7 @@
 // requests in flight), peak_ewma (power of two choices on latency times
 // load, the default) and hash (a consistent-hash ring on a header, a cookie
 // or the client address). New builds one; Pick never locks and never
-// allocates, and calls its skip function a bounded number of times.
+// allocates, and asks its Skipper a bounded number of times.
 package balance
 
 import (
@@ -41,11 +41,25 @@ type Endpoint struct {
 // per table and must be safe for concurrent use without locks on the hot
 // path.
 type Picker interface {
-	// Pick returns an endpoint for r, skipping those for which skip returns
-	// true (instances that failed this request already, or that are
-	// ejected) while any other is left; skip may be nil.
-	Pick(r *http.Request, skip func(*Endpoint) bool) (*Endpoint, error)
+	// Pick returns an endpoint for r, passing over those skip skips
+	// (instances that failed this request already, or that are ejected)
+	// while any other is left; skip may be nil.
+	Pick(r *http.Request, skip Skipper) (*Endpoint, error)
 }
+
+// Skipper says which endpoints a Pick passes over. An interface, not a
+// func: a caller's skipper can be a value it already has on the heap,
+// where a closure over the request's state would be one allocation more
+// on every request.
+type Skipper interface {
+	Skip(*Endpoint) bool
+}
+
+// SkipFunc adapts a function to a Skipper.
+type SkipFunc func(*Endpoint) bool
+
+// Skip calls f(e).
+func (f SkipFunc) Skip(e *Endpoint) bool { return f(e) }
 
 // Policy names, as written in the lb= route option and the -lb flag.
 const (

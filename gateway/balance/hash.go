@@ -95,7 +95,7 @@ func endpointID(e *Endpoint) string {
 	return e.Addr
 }
 
-func (p *ringHash) Pick(r *http.Request, skip func(*Endpoint) bool) (*Endpoint, error) {
+func (p *ringHash) Pick(r *http.Request, skip Skipper) (*Endpoint, error) {
 	g := gate{skip: skip} // no slow start: see New
 	if r == nil {
 		return p.random(&g)

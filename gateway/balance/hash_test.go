@@ -78,11 +78,11 @@ func TestHashSkipIsDeterministic(t *testing.T) {
 		r := keyed(i)
 		first, _ := p.Pick(r, nil)
 		s := skipping(first.Instance.ID)
-		retry, err := p.Pick(r, s.skip)
+		retry, err := p.Pick(r, s)
 		if err != nil || retry == first {
 			t.Fatalf("key %d: retry %v, %v; want another endpoint", i, retry, err)
 		}
-		again, _ := p.Pick(r, s.skip)
+		again, _ := p.Pick(r, s)
 		if again != retry {
 			t.Fatalf("key %d: retries went to %s then %s", i, retry.Instance.ID, again.Instance.ID)
 		}
@@ -91,7 +91,7 @@ func TestHashSkipIsDeterministic(t *testing.T) {
 		for _, e := range eps[1:] {
 			ids = append(ids, e.Instance.ID)
 		}
-		if e, err := p.Pick(r, skipping(ids...).skip); err != nil || e != eps[0] {
+		if e, err := p.Pick(r, skipping(ids...)); err != nil || e != eps[0] {
 			t.Fatalf("key %d with all but a skipped: %v, %v", i, e, err)
 		}
 	}

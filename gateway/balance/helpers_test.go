@@ -76,7 +76,7 @@ func skipping(ids ...string) *skipIDs {
 	return s
 }
 
-func (s *skipIDs) skip(e *Endpoint) bool {
+func (s *skipIDs) Skip(e *Endpoint) bool {
 	s.calls++
 	return s.ids[e.Instance.ID]
 }

@@ -11,7 +11,7 @@ type leastRequest struct {
 	ss slowStart
 }
 
-func (p *leastRequest) Pick(_ *http.Request, skip func(*Endpoint) bool) (*Endpoint, error) {
+func (p *leastRequest) Pick(_ *http.Request, skip Skipper) (*Endpoint, error) {
 	g := p.ss.gate(skip, zeroTime)
 	a, b := p.s.two(&g)
 	if a < 0 {

@@ -17,7 +17,7 @@ type peakEWMA struct {
 	ss slowStart
 }
 
-func (p *peakEWMA) Pick(_ *http.Request, skip func(*Endpoint) bool) (*Endpoint, error) {
+func (p *peakEWMA) Pick(_ *http.Request, skip Skipper) (*Endpoint, error) {
 	now := p.ss.now()
 	g := p.ss.gate(skip, now)
 	a, b := p.s.two(&g)

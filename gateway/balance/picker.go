@@ -64,7 +64,7 @@ var (
 // never checks for "no state", it just gets the error.
 type errPicker struct{ err error }
 
-func (p errPicker) Pick(*http.Request, func(*Endpoint) bool) (*Endpoint, error) {
+func (p errPicker) Pick(*http.Request, Skipper) (*Endpoint, error) {
 	return nil, p.err
 }
 
@@ -95,7 +95,7 @@ func newSlowStart(window time.Duration, eps []*Endpoint, now func() time.Time) s
 
 // gate starts the candidate filter of one Pick. t is the time if the
 // caller has read the clock already, else zero.
-func (ss *slowStart) gate(skip func(*Endpoint) bool, t time.Time) gate {
+func (ss *slowStart) gate(skip Skipper, t time.Time) gate {
 	g := gate{skip: skip}
 	if ss.until.IsZero() {
 		return g
@@ -112,7 +112,7 @@ func (ss *slowStart) gate(skip func(*Endpoint) bool, t time.Time) gate {
 // gate is the candidate filter of one Pick: the caller's skip, then the
 // slow-start ramp. It lives on the Pick's stack.
 type gate struct {
-	skip   func(*Endpoint) bool
+	skip   Skipper
 	ramp   bool
 	now    time.Time
 	window time.Duration
@@ -121,7 +121,7 @@ type gate struct {
 }
 
 func (g *gate) ok(e *Endpoint) bool {
-	if g.skip != nil && g.skip(e) {
+	if g.skip != nil && g.skip.Skip(e) {
 		return false
 	}
 	if g.ramp && !g.accept(e) {

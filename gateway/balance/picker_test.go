@@ -60,7 +60,7 @@ func TestSkip(t *testing.T) {
 				for k := range 200 {
 					r := keyed(k)
 					s := skipping(all...)
-					if e, err := p.Pick(r, s.skip); !errors.Is(err, ErrNoEndpoint) {
+					if e, err := p.Pick(r, s); !errors.Is(err, ErrNoEndpoint) {
 						t.Fatalf("everything skipped: %v, %v; want ErrNoEndpoint", e, err)
 					}
 					if s.calls > n+slack {
@@ -69,14 +69,14 @@ func TestSkip(t *testing.T) {
 					keep := eps[k%n]
 					s = skipping(all...)
 					delete(s.ids, keep.Instance.ID)
-					if e, err := p.Pick(r, s.skip); err != nil || e != keep {
+					if e, err := p.Pick(r, s); err != nil || e != keep {
 						t.Fatalf("all but %s skipped: %v, %v", keep.Instance.ID, e, err)
 					}
 					if s.calls > n+slack {
 						t.Fatalf("all but one skipped: %d skip calls for %d endpoints", s.calls, n)
 					}
 					s = skipping(eps[0].Instance.ID)
-					e, err := p.Pick(r, s.skip)
+					e, err := p.Pick(r, s)
 					switch {
 					case n == 1 && !errors.Is(err, ErrNoEndpoint):
 						t.Fatalf("only endpoint skipped: %v, %v", e, err)
@@ -180,7 +180,7 @@ func TestSlowStartClockNotReadAfterRamp(t *testing.T) {
 }
 
 func TestPickDoesNotAllocate(t *testing.T) {
-	skip := func(e *Endpoint) bool { return e.Weight == 2 }
+	skip := SkipFunc(func(e *Endpoint) bool { return e.Weight == 2 })
 	for _, cfg := range append(configs,
 		Config{Policy: Hash, HashOn: "cookie:session"},
 		Config{Policy: Hash, HashOn: "client"},

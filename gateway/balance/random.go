@@ -8,7 +8,7 @@ type random struct {
 	ss slowStart
 }
 
-func (p *random) Pick(_ *http.Request, skip func(*Endpoint) bool) (*Endpoint, error) {
+func (p *random) Pick(_ *http.Request, skip Skipper) (*Endpoint, error) {
 	g := p.ss.gate(skip, zeroTime)
 	if i := p.s.one(&g); i >= 0 {
 		return p.s.eps[i], nil

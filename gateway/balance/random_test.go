@@ -23,7 +23,7 @@ func TestRandomWeights(t *testing.T) {
 			s := skipping(tt.skip...)
 			got := map[string]int{}
 			for range picks {
-				e, err := p.Pick(nil, s.skip)
+				e, err := p.Pick(nil, s)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -90,7 +90,7 @@ func gcd(a, b uint64) uint64 {
 // position is consumed too and the next one taken, so what the skipped
 // endpoint would have had is shared out by the sequence rather than all
 // going to its successor.
-func (p *smoothRR) Pick(_ *http.Request, skip func(*Endpoint) bool) (*Endpoint, error) {
+func (p *smoothRR) Pick(_ *http.Request, skip Skipper) (*Endpoint, error) {
 	g := p.ss.gate(skip, zeroTime)
 	n := uint64(len(p.seq))
 	var i int32

@@ -66,7 +66,7 @@ func TestRoundRobinPick(t *testing.T) {
 			s := skipping(tt.skip...)
 			got := map[string]int{}
 			for range tt.picks {
-				e, err := p.Pick(nil, s.skip)
+				e, err := p.Pick(nil, s)
 				if err != nil {
 					t.Fatal(err)
 				}
