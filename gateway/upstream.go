@@ -185,35 +185,22 @@ func rewind(req *http.Request) (*http.Request, error) {
 // conn returns an idle connection to addr, or dials one.
 func (t *Transport) conn(ctx context.Context, addr string) (*upstreamConn, error) {
 	now := time.Now()
-	t.mu.Lock()
-	conns := t.idle[addr]
-	for len(conns) > 0 {
-		c := conns[len(conns)-1]
-		conns[len(conns)-1] = nil
-		conns = conns[:len(conns)-1]
-		// Taken out of the pool whatever comes next: a slot left behind
-		// would hold nil.
-		t.idle[addr] = conns
-		idle := now.Sub(c.idleSince)
-		if idle >= t.IdleTimeout {
-			c.conn.Close()
-			continue
+	for {
+		c, idle := t.takeIdle(addr, now)
+		if c == nil {
+			break
 		}
-		t.mu.Unlock()
 		// Nothing reads an idle connection, so an instance that closed it
 		// (restarted, or its own idle timeout) is only seen when used. A
 		// connection that idled for a while is checked first, at the cost
 		// of one system call; busy ones are not.
 		if idle >= t.StaleCheckAfter && !connAlive(c.conn) {
 			c.conn.Close()
-			t.mu.Lock()
-			conns = t.idle[addr]
 			continue
 		}
 		c.reused = true
 		return c, nil
 	}
-	t.mu.Unlock()
 	conn, err := t.Dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -225,39 +212,66 @@ func (t *Transport) conn(ctx context.Context, addr string) (*upstreamConn, error
 	return c, nil
 }
 
+// takeIdle takes the connection to addr pooled last, if it has not idled
+// past IdleTimeout, and says how long it idled; the expired ones it meets
+// it closes. The pool's lock is released by defer here and in keep: a
+// panic under it would leave every later request waiting on it.
+func (t *Transport) takeIdle(addr string, now time.Time) (*upstreamConn, time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	conns := t.idle[addr]
+	for len(conns) > 0 {
+		c := conns[len(conns)-1]
+		conns[len(conns)-1] = nil
+		conns = conns[:len(conns)-1]
+		t.idle[addr] = conns
+		if idle := now.Sub(c.idleSince); idle < t.IdleTimeout {
+			return c, idle
+		}
+		c.conn.Close()
+	}
+	return nil, 0
+}
+
 // put keeps c for the next request to its instance, or closes it.
 func (t *Transport) put(c *upstreamConn) {
 	c.idleSince = time.Now()
 	c.reused = false
+	expired, refused := t.keep(c)
+	if expired != nil {
+		expired.conn.Close()
+	}
+	if refused != nil {
+		refused.conn.Close()
+	}
+}
+
+// keep pools c unless addr's pool is full (refused is then c), and takes
+// out the pool's oldest connection when it has idled too long (expired),
+// so an instance that went quiet does not keep sockets open. The caller
+// closes both.
+func (t *Transport) keep(c *upstreamConn) (expired, refused *upstreamConn) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.idle == nil {
 		t.idle = map[string][]*upstreamConn{}
 	}
-	conns := t.idle[c.addr]
-	// The oldest connection sits first; close it when it has idled too
-	// long, so an instance that went quiet does not keep sockets open.
-	var expired *upstreamConn
+	conns := t.idle[c.addr] // oldest first
 	if len(conns) > 0 && c.idleSince.Sub(conns[0].idleSince) >= t.IdleTimeout {
 		expired = conns[0]
 		conns = conns[1:]
 	}
 	if len(conns) < t.MaxIdlePerHost {
-		t.idle[c.addr] = append(conns, c)
-		c = nil
+		conns = append(conns, c)
 	} else {
-		t.idle[c.addr] = conns
+		refused = c
 	}
+	t.idle[c.addr] = conns
 	if !t.sweeping {
 		t.sweeping = true
 		time.AfterFunc(t.IdleTimeout/2, t.sweep)
 	}
-	t.mu.Unlock()
-	if expired != nil {
-		expired.conn.Close()
-	}
-	if c != nil {
-		c.conn.Close()
-	}
+	return expired, refused
 }
 
 // sweep closes the connections idle for longer than IdleTimeout and
