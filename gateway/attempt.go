@@ -185,6 +185,8 @@ type pickFilter struct {
 	atLimit   bool // an instance was passed over for its limit
 }
 
+var _ balance.Skipper = (*pickFilter)(nil)
+
 // Skip implements balance.Skipper.
 func (f *pickFilter) Skip(ep *balance.Endpoint) bool {
 	if containsEndpoint(f.tried, ep) || (!f.panicking && ep.Stats.Ejected(f.now)) {
