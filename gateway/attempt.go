@@ -69,9 +69,12 @@ func classify(resp *http.Response, err error) outcome {
 // server span.
 func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 	ex := req.Context().Value(ctxKey{}).(*exchange)
+	// The last clock reading, after the last attempt: when the answer
+	// given the client, the last one or one held before it, is had.
+	var last time.Time
 	defer func() {
 		if resp != nil {
-			ex.answered() // the client's answer: its body may now stream
+			ex.answered(last) // the client's answer: its body may now stream
 		}
 	}()
 	route := ex.route
@@ -84,6 +87,7 @@ func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 	var reason outcome
 	for {
 		attemptStart := time.Now()
+		last, ex.attemptAt = attemptStart, attemptStart
 		ep, err := p.pick(req, ex, p.gw.at(attemptStart))
 		if err != nil {
 			if held != nil {
@@ -99,6 +103,7 @@ func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 		ex.tried = append(ex.tried, ep)
 		ex.attempts++
 		resp, ended, err := p.attempt(req, ex, ep, streamed, reason, attemptStart)
+		last = ended
 		reason = classify(resp, err)
 		p.gw.metrics.observeAttempt(req.Context(), route, ep, reason, attemptStart, ended)
 		p.passiveHealth(req, ex, ep, reason, p.gw.at(ended))

@@ -147,16 +147,17 @@ type ctxKey struct{}
 // transport makes of it stop at the first link.
 type exchange struct {
 	context.Context
-	route    *Route
-	start    time.Time  // when the request came
-	span     trace.Span // the gateway's server span, for events
-	body     []byte     // the whole request body when it could be buffered
-	bodyOK   bool       // body holds the whole body (or there is none)
-	tried    []*balance.Endpoint
-	filter   pickFilter // the current pick's (see pick)
-	attempts int
-	lastErr  error
-	timedOut atomic.Bool // the route timeout fired before headers came
+	route     *Route
+	start     time.Time  // when the request came
+	span      trace.Span // the gateway's server span, for events
+	body      []byte     // the whole request body when it could be buffered
+	bodyOK    bool       // body holds the whole body (or there is none)
+	tried     []*balance.Endpoint
+	filter    pickFilter // the current pick's (see pick)
+	attemptAt time.Time  // when the current attempt began (see clock)
+	attempts  int
+	lastErr   error
+	timedOut  atomic.Bool // the route timeout fired before headers came
 	// The request has one deadline (setDeadline): the route timeout until
 	// an answer's headers arrive, then the idle timeout of its body.
 	// Passing, it cancels the request's context (expire). timed is false
@@ -370,31 +371,42 @@ func (ex *exchange) DeadlinePassed() { ex.expire() }
 func (ex *exchange) ClientLeft() { ex.interrupt() }
 
 // answered moves the request's deadline from the route timeout to the
-// body's idle timeout: the headers are here, and the body may stream for
-// as long as it flows.
-func (ex *exchange) answered() {
+// body's idle timeout, counted from now, when the headers came: the body
+// may stream for as long as it flows.
+func (ex *exchange) answered(now time.Time) {
 	if !ex.timed {
 		return
 	}
 	ex.streaming.Store(true)
-	ex.idleFrom()
+	ex.idleFrom(now)
 }
 
 // bodyFlowed restarts the idle timeout: a byte of the body arrived.
 func (ex *exchange) bodyFlowed() {
 	if ex.timed && ex.route.policy.idle > 0 {
-		ex.idleFrom()
+		ex.idleFrom(time.Now())
 	}
 }
 
 // idleFrom sets the request's deadline to the idle timeout from now, or
 // clears it when the route has none.
-func (ex *exchange) idleFrom() {
+func (ex *exchange) idleFrom(now time.Time) {
 	var t time.Time
 	if idle := ex.route.policy.idle; idle > 0 {
-		t = time.Now().Add(idle)
+		t = now.Add(idle)
 	}
 	ex.setDeadline(t)
+}
+
+// clock is the time for the transport's pool: the current attempt's
+// start, a few microseconds old, rather than a clock reading more on
+// every request. Without an attempt (a request not from the proxy), the
+// clock's.
+func (ex *exchange) clock() time.Time {
+	if ex == nil || ex.attemptAt.IsZero() {
+		return time.Now()
+	}
+	return ex.attemptAt
 }
 
 // setDeadline sets the request's one deadline, when expire runs; the zero

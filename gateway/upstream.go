@@ -120,12 +120,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.Fallback.RoundTrip(req)
 	}
 	ctx := req.Context()
+	ex, _ := ctx.Value(ctxKey{}).(*exchange) // nil for a request not from the proxy
 	for {
-		c, err := t.conn(ctx, req.URL.Host)
+		c, err := t.conn(ctx, req.URL.Host, ex.clock())
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.roundTrip(ctx, req)
+		resp, err := c.roundTrip(ctx, req, ex)
 		if err == nil {
 			return resp, nil
 		}
@@ -182,9 +183,8 @@ func rewind(req *http.Request) (*http.Request, error) {
 	return &r, nil
 }
 
-// conn returns an idle connection to addr, or dials one.
-func (t *Transport) conn(ctx context.Context, addr string) (*upstreamConn, error) {
-	now := time.Now()
+// conn returns an idle connection to addr, or dials one; now is the time.
+func (t *Transport) conn(ctx context.Context, addr string, now time.Time) (*upstreamConn, error) {
 	for {
 		c, idle := t.takeIdle(addr, now)
 		if c == nil {
@@ -372,9 +372,9 @@ func (w writer) Write(p []byte) (n int, err error) {
 
 // roundTrip writes req and reads the response head. The response body
 // reads from the connection, which goes back to the pool at its end.
-func (c *upstreamConn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+func (c *upstreamConn) roundTrip(ctx context.Context, req *http.Request, ex *exchange) (*http.Response, error) {
 	c.written, c.answered = 0, 0
-	c.watch(ctx)
+	c.watch(ctx, ex)
 	if err := c.writeRequest(req); err != nil {
 		return c.fail(ctx, err)
 	}
@@ -405,8 +405,9 @@ func (c *upstreamConn) fail(ctx context.Context, err error) (*http.Response, err
 // ends, the request cancelled by the route's or the try's timeout or its
 // client leaving, until unwatch. An exchange told of all three (served by
 // h1) does it for the cost of a lock; otherwise the context is watched.
-func (c *upstreamConn) watch(ctx context.Context) {
-	if ex, ok := ctx.Value(ctxKey{}).(*exchange); ok && ex.served {
+// ex is ctx's exchange, if any.
+func (c *upstreamConn) watch(ctx context.Context, ex *exchange) {
+	if ex != nil && ex.served {
 		c.ex = ex
 		ex.watchConn(ctx, c.conn)
 		// An end before the watch began is in the context already.

@@ -429,7 +429,7 @@ func TestTransportExpiredIdleConnections(t *testing.T) {
 	tr := NewTransport()
 	var pooled []*upstreamConn
 	for range 2 {
-		c, err := tr.conn(context.Background(), addr)
+		c, err := tr.conn(context.Background(), addr, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
