@@ -417,7 +417,9 @@ func (ex *exchange) setDeadline(t time.Time) {
 	case ex.served:
 		ex.conn.SetDeadline(t)
 	case t.IsZero():
-		ex.timer.Stop()
+		if ex.timer != nil {
+			ex.timer.Stop()
+		}
 	case ex.timer == nil:
 		ex.timer = time.AfterFunc(time.Until(t), ex.expire)
 	default:

@@ -327,9 +327,8 @@ type upstreamConn struct {
 	raw      syscall.RawConn
 	awaitFn  func(fd uintptr) bool // made once: a closure per request would be an allocation
 	awaiting bool                  // the flush under way ends the request
-	pending  []byte                // what awaitFn writes
+	pending  []byte                // what awaitFn is to write; nil once written
 	sent     int                   // how much of it went
-	wrote    bool                  // awaitFn has written: a call again means readable
 
 	// The watch of the request's end (see watch): one or the other. The
 	// exchange, of a request h1 serves, also takes the answer's head as

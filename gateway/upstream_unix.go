@@ -42,20 +42,19 @@ func (c *upstreamConn) offerSocket() {
 	}
 	c.raw = raw
 	c.awaitFn = func(fd uintptr) bool {
-		if c.wrote {
-			return true // readable, or woken early: the read that follows then waits as usual: the read that follows then waits as usual
+		p := c.pending
+		if p == nil {
+			return true // written, and readable or woken early: the read that follows then waits as usual
 		}
-		c.wrote = true
+		c.pending = nil
 		for {
-			n, err := syscall.Write(int(fd), c.pending)
+			n, err := syscall.Write(int(fd), p)
 			if err == syscall.EINTR {
 				continue
 			}
-			if n > 0 {
-				c.sent = n
-			}
+			c.sent = max(n, 0)
 			// Sent whole: wait. Short or failed: the caller goes on.
-			return err != nil || c.sent < len(c.pending)
+			return err != nil || c.sent < len(p)
 		}
 	}
 }
@@ -73,9 +72,9 @@ func (c *upstreamConn) offerSocket() {
 // its side of an idle connection within StaleCheckAfter, and then kept
 // still, would be waited for until the try's timeout.)
 func (c *upstreamConn) sendThenAwait(p []byte) int {
-	c.pending, c.sent, c.wrote = p, 0, false
-	// An error of the wait itself (the connection cut while waiting) is
-	// the next read's to report.
+	c.pending, c.sent = p, 0
+	// An error of the wait itself (the connection cut while waiting, or
+	// before awaitFn ran) is the next read's or write's to report.
 	_ = c.raw.Read(c.awaitFn)
 	c.pending = nil
 	return c.sent
