@@ -231,9 +231,11 @@ func TestConsulKeepsTheRegistrationAlive(t *testing.T) {
 
 func TestConsulRegistersOnceTheAgentIsUp(t *testing.T) {
 	t.Parallel()
+	// The health server first: listening after the agent stops, it could
+	// be given one of the ports the agent is to take again.
+	port, _ := healthServer(t)
 	a := consultest.Start(t)
 	a.Stop() // keep its ports, start it later
-	port, _ := healthServer(t)
 	log, logs := testLogger(t)
 	r, err := NewRegistrar(a.Config(), Registration{Service: "web", Port: port, Routes: []string{"/"}}, log)
 	if err != nil {
