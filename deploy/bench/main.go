@@ -69,7 +69,7 @@ func main() {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	fs.StringVar(&o.bin, "bin", "bin", "`directory` holding hopgate (and consul, jaeger unless named)")
 	fs.StringVar(&o.hopgate, "hopgate", "", "hopgate `binary` (default: <bin>/hopgate)")
-	fs.StringVar(&o.compare, "compare", "", "another hopgate `binary` (an earlier build, say) for a \"compare rr\" row beside \"hopgate rr\", to measure a change in one run")
+	fs.StringVar(&o.compare, "compare", "", "another hopgate `binary` (an earlier build, say) for a \"compare rr\" row beside \"hopgate rr\" (and a \"compare rr+trace\" one with tracing), to measure a change in one run")
 	fs.StringVar(&o.perf, "perf", "", "after the rounds, one more unmeasured run of the -perf-row under `perf record -g`, written to this `file` (use unstripped binaries)")
 	fs.StringVar(&o.perfRow, "perf-row", "hopgate rr", "the `row` that -perf profiles, e.g. fasthttp to compare with hopgate's profile")
 	fs.StringVar(&o.consul, "consul", "", "consul `binary` (default: <bin>/consul, then PATH)")
@@ -243,11 +243,16 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		if err := hop("hopgate rr+trace", "round_robin",
-			"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+otlp,
+		traced := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + otlp,
 			"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-			"OTEL_TRACES_SAMPLER=always_on"); err != nil {
+			"OTEL_TRACES_SAMPLER=always_on"}
+		if err := hop("hopgate rr+trace", "round_robin", traced...); err != nil {
 			return err
+		}
+		if o.compare != "" {
+			if err := hopWith(o.compare, "compare rr+trace", "round_robin", traced...); err != nil {
+				return err
+			}
 		}
 	}
 	add("direct", fmt.Sprintf("http://127.0.0.1:%d/", ports[0]), ups[0])
@@ -499,9 +504,12 @@ func printTable(w io.Writer, targets []*target, paced bool) {
 	// A busy neighbour slows every process alike, so a proxy's CPU over
 	// the upstreams' (their work per request is the same behind any build)
 	// moves far less from round to round than either.
-	if now, was := rows["hopgate rr"], rows["compare rr"]; now.n > 0 && was.n > 0 && was.cpu > 0 && was.perUp > 0 {
-		fmt.Fprintf(w, "hopgate rr vs compare rr: %.2f× req/s, %.2f× CPU/req, %.3f× CPU/req over the upstreams' (%.3f vs %.3f)\n",
-			now.rps/was.rps, now.cpu/was.cpu, now.perUp/was.perUp, now.perUp, was.perUp)
+	for _, suffix := range []string{"rr", "rr+trace"} {
+		now, was := rows["hopgate "+suffix], rows["compare "+suffix]
+		if now.n > 0 && was.n > 0 && was.cpu > 0 && was.perUp > 0 {
+			fmt.Fprintf(w, "hopgate %s vs compare %[1]s: %.2f× req/s, %.2f× CPU/req, %.3f× CPU/req over the upstreams' (%.3f vs %.3f)\n",
+				suffix, now.rps/was.rps, now.cpu/was.cpu, now.perUp/was.perUp, now.perUp, was.perUp)
+		}
 	}
 }
 
