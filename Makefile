@@ -29,7 +29,7 @@ help:
 	@echo "make tools  build bin/consul and bin/jaeger from source (minutes, once)"
 	@echo "make images build the hopgate and hello Docker images ($(HOPGATE_IMAGE), $(HELLO_IMAGE))"
 	@echo "make images-offline  build stand-ins for the Consul and Jaeger images from bin/ (no registry needed)"
-	@echo "make bench  hopgate beside haproxy, nginx and a bare fasthttp proxy under wrk (installs them with apt-get when missing; ~5 min)"
+	@echo "make bench  hopgate beside haproxy, nginx and bare fasthttp and gnet proxies under wrk (installs them with apt-get when missing; ~5 min)"
 	@echo "make bench-go  the Go micro-benchmarks of the gateway and the balancers"
 	@echo "make bench-discovery  1,000 services x 5 instances in a real Consul, one flapping: route-update latency, Consul requests, memory (~1 min)"
 
@@ -75,6 +75,7 @@ vet:
 # tests drive built binaries and run without it.
 test: tools vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /deploy/e2e)
+	cd deploy/bench/gnet-proxy && $(GO) test -count=1 -timeout 2m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 	$(GO) test -count=1 -timeout 20m ./deploy/e2e/...
 
@@ -140,9 +141,10 @@ images-offline: tools
 test-docker: tools
 	$(GO) test -count=1 -timeout 10m -v -run 'Docker|Compose|Remote' ./deploy/e2e/
 
-# Side by side with haproxy, nginx and a bare fasthttp proxy, the floor for
-# a Go proxy (deploy/bench; deploy/bench/fasthttp-proxy is its own module,
-# so hopgate does not depend on fasthttp): the same two upstreams,
+# Side by side with haproxy, nginx and two bare Go proxies, the floors for a
+# Go proxy with a goroutine per connection (fasthttp) and on event loops
+# (gnet) (deploy/bench; deploy/bench/fasthttp-proxy and gnet-proxy are
+# modules of their own, so hopgate depends on neither): the same two upstreams,
 # wrk in interleaved rounds, the proxies' CPU per request from /proc. A
 # benchmark, not a test; flags through BENCH_ARGS, e.g. BENCH_ARGS='-rounds 5
 # -workers 1'. The traced row needs a Jaeger binary; it is skipped without.
@@ -151,6 +153,7 @@ bench: $(BIN)/hopgate $(CONSUL_BIN)
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hopgate-bench ./deploy/bench
 	cd deploy/bench/fasthttp-proxy && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fasthttp-proxy .
+	cd deploy/bench/gnet-proxy && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/gnet-proxy .
 	$(BIN)/hopgate-bench -bin $(BIN) -consul $(CONSUL_BIN) $$(test -x $(JAEGER_BIN) && echo -jaeger $(JAEGER_BIN)) $(BENCH_ARGS)
 
 # Discovery at scale (deploy/bench/discovery): a Consul dev agent with 1,000

@@ -18,11 +18,14 @@
 // compared at equal work.
 //
 // A "fasthttp" row, when bin/fasthttp-proxy is built (deploy/bench/
-// fasthttp-proxy, its own module), is the floor for a Go proxy on this
-// machine: a bare round robin on fasthttp, which parses into reused
-// buffers and allocates next to nothing, on the same runtime and kernel as
-// hopgate. The distance from hopgate to it is hopgate's own code; the
-// distance from it to haproxy is Go's.
+// fasthttp-proxy, its own module), is the floor for a Go proxy built as
+// hopgate is, a goroutine per connection: a bare round robin on fasthttp,
+// which parses into reused buffers and allocates next to nothing, on the
+// same runtime and kernel as hopgate. The distance from hopgate to it is
+// hopgate's own code. A "gnet" row, when bin/gnet-proxy is built (deploy/
+// bench/gnet-proxy), is the floor for a Go proxy built as haproxy is: a
+// bare round robin on epoll event loops, one per CPU. The distance from
+// fasthttp to it is what goroutine-per-connection networking costs.
 //
 // It is a benchmark, not a test: nothing in `make test` runs it. It needs
 // nginx, haproxy and wrk (installed from Debian packages with -install when
@@ -52,7 +55,7 @@ import (
 
 type options struct {
 	bin, hopgate, consul, jaeger    string
-	fasthttp, compare               string
+	fasthttp, gnet, compare         string
 	jaegerConfig, perf, perfRow     string
 	rounds, connections, threads    int
 	duration, warmup, timeout       time.Duration
@@ -75,6 +78,7 @@ func main() {
 	fs.StringVar(&o.consul, "consul", "", "consul `binary` (default: <bin>/consul, then PATH)")
 	fs.StringVar(&o.jaeger, "jaeger", "", "jaeger `binary` for the traced row (default: <bin>/jaeger, then PATH; none: no traced row)")
 	fs.StringVar(&o.fasthttp, "fasthttp", "", "fasthttp-proxy `binary` for the Go floor row (default: <bin>/fasthttp-proxy; none: no such row)")
+	fs.StringVar(&o.gnet, "gnet", "", "gnet-proxy `binary` for the event-loop floor row (default: <bin>/gnet-proxy; none: no such row)")
 	fs.StringVar(&o.jaegerConfig, "jaeger-config", "deploy/local/jaeger.yaml", "Jaeger config `file`")
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds over every target")
 	fs.DurationVar(&o.duration, "d", 5*time.Second, "wrk duration of each measured run")
@@ -201,14 +205,20 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	add("nginx", url, p)
-	if fh := findBin(o.fasthttp, o.bin, "fasthttp-proxy"); o.fasthttp != "none" && fh != "" {
-		p, url, err := startFasthttp(ctx, ps, fh, ports)
+	for _, floor := range []struct{ row, flag, bin, what string }{
+		{"fasthttp", o.fasthttp, "fasthttp-proxy", "the Go floor"},
+		{"gnet", o.gnet, "gnet-proxy", "the event-loop floor"},
+	} {
+		bin := findBin(floor.flag, o.bin, floor.bin)
+		if floor.flag == "none" || bin == "" {
+			fmt.Printf("no %s binary: skipping %s row\n", floor.bin, floor.what)
+			continue
+		}
+		p, url, err := startFloor(ctx, ps, floor.row, bin, ports)
 		if err != nil {
 			return err
 		}
-		add("fasthttp", url, p)
-	} else {
-		fmt.Println("no fasthttp-proxy binary: skipping the Go floor row")
+		add(floor.row, url, p)
 	}
 
 	// hopgate, one process per configuration.

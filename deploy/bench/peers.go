@@ -139,8 +139,9 @@ func startNginx(ctx context.Context, ps *procs, dir string, upstreams []int, wor
 	return p, peerURL(port), waitReady(ctx, p, port)
 }
 
-// startFasthttp starts the Go floor: deploy/bench/fasthttp-proxy.
-func startFasthttp(ctx context.Context, ps *procs, bin string, upstreams []int) (*proc, string, error) {
+// startFloor starts one of the bare Go proxies, deploy/bench/fasthttp-proxy
+// or gnet-proxy, which take the same flags, as the row name.
+func startFloor(ctx context.Context, ps *procs, name, bin string, upstreams []int) (*proc, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -149,7 +150,7 @@ func startFasthttp(ctx context.Context, ps *procs, bin string, upstreams []int) 
 	for i, u := range upstreams {
 		addrs[i] = fmt.Sprintf("127.0.0.1:%d", u)
 	}
-	p, err := ps.start("fasthttp", cleanEnv(), bin, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-upstreams", strings.Join(addrs, ","))
+	p, err := ps.start(name, cleanEnv(), bin, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-upstreams", strings.Join(addrs, ","))
 	if err != nil {
 		return nil, "", err
 	}
