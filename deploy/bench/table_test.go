@@ -7,9 +7,9 @@ import (
 )
 
 // TestPrintTableCompare: with compare rows, the table ends with the two
-// builds' ratios, untraced and traced, the one over the upstreams' CPU among them, taken
-// round by round: a round where the machine ran slow for everyone moves
-// both proxies' CPU and the upstreams' alike.
+// builds' ratios, untraced and traced, the one over the upstreams' CPU
+// among them, taken round by round: a round where the machine ran slow for
+// everyone moves both proxies' CPU and the upstreams' alike.
 func TestPrintTableCompare(t *testing.T) {
 	rounds := func(cpu, up []float64) []round {
 		var rs []round

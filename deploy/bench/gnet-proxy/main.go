@@ -85,11 +85,13 @@ type client struct {
 
 // upstream is an upstream connection's state.
 type upstream struct {
+	loop    *loop // its client's, which it shares
 	index   int
 	client  gnet.Conn // the client waiting for the answer; nil when idle
 	pending []byte    // the request to send once connected
 }
 
+// loopOf is c's loop state, looked up once per client connection.
 func (p *proxy) loopOf(c gnet.Conn) *loop {
 	if l, ok := p.loops.Load(c.EventLoop()); ok {
 		return l.(*loop)
@@ -117,11 +119,10 @@ func (p *proxy) OnClose(c gnet.Conn, _ error) gnet.Action {
 		if st.client != nil {
 			_ = st.client.Close()
 		}
-		l := p.loopOf(c)
-		idle := l.idle[st.index]
+		idle := st.loop.idle[st.index]
 		for i, u := range idle {
 			if u == c {
-				l.idle[st.index] = append(idle[:i], idle[i+1:]...)
+				st.loop.idle[st.index] = append(idle[:i], idle[i+1:]...)
 				break
 			}
 		}
@@ -167,7 +168,7 @@ func (p *proxy) request(c gnet.Conn, st *client) gnet.Action {
 		_, _ = c.Discard(n)
 		return gnet.None
 	}
-	up := &upstream{index: i, client: c, pending: bytes.Clone(buf[:n])}
+	up := &upstream{loop: l, index: i, client: c, pending: bytes.Clone(buf[:n])}
 	_, _ = c.Discard(n)
 	done, err := c.EventLoop().Register(gnet.NewContext(context.Background(), up), p.addrs[i])
 	if err != nil {
@@ -207,8 +208,7 @@ func (p *proxy) answer(u gnet.Conn, up *upstream) gnet.Action {
 		st.busy = false
 	}
 	_, _ = u.Discard(total)
-	l := p.loopOf(u)
-	l.idle[up.index] = append(l.idle[up.index], u)
+	up.loop.idle[up.index] = append(up.loop.idle[up.index], u)
 	// A request that came while this one was out goes now; if it cannot,
 	// the client's connection closes, not this one.
 	if st != nil && !st.gone && c.InboundBuffered() > 0 && p.request(c, st) == gnet.Close {

@@ -19,12 +19,7 @@ import (
 // test ends, and returns its address.
 func serve(t *testing.T, upstreams ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	p, err := newProxy(upstreams)
 	if err != nil {
 		t.Fatal(err)
@@ -49,13 +44,40 @@ func helloServer(t *testing.T, name string) string {
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-// get sends GET path on c and returns the answer's body.
-func get(t *testing.T, c net.Conn, r *bufio.Reader, path string) string {
+// freeAddr is a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
 	t.Helper()
-	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path); err != nil {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// dial connects to addr, with a deadline for the test's reads, until the
+// test ends.
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+func send(t *testing.T, c net.Conn, requests string) {
+	t.Helper()
+	if _, err := io.WriteString(c, requests); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readBody reads the next answer from r and returns its body.
+func readBody(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
 	resp, err := http.ReadResponse(r, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -69,16 +91,11 @@ func get(t *testing.T, c net.Conn, r *bufio.Reader, path string) string {
 }
 
 func TestRoundRobinOverKeptAliveConnections(t *testing.T) {
-	addr := serve(t, helloServer(t, "a"), helloServer(t, "b"))
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	r := bufio.NewReader(c)
+	c, r := dial(t, serve(t, helloServer(t, "a"), helloServer(t, "b")))
 	var got []string
 	for i := range 6 {
-		got = append(got, get(t, c, r, fmt.Sprintf("/%d", i)))
+		send(t, c, fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i))
+		got = append(got, readBody(t, r))
 	}
 	want := "a /0,b /1,a /2,b /3,a /4,b /5"
 	if strings.Join(got, ",") != want {
@@ -87,46 +104,18 @@ func TestRoundRobinOverKeptAliveConnections(t *testing.T) {
 }
 
 func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
-	addr := serve(t, helloServer(t, "a"))
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(c)
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c, r := dial(t, serve(t, helloServer(t, "a")))
+	send(t, c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
 	for _, want := range []string{"a /1", "a /2"} {
-		resp, err := http.ReadResponse(r, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		if string(body) != want {
+		if body := readBody(t, r); body != want {
 			t.Errorf("answer %q, want %q", body, want)
 		}
 	}
 }
 
 func TestClientClosedWhenUpstreamRefuses(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	addr := serve(t, dead)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c, _ := dial(t, serve(t, freeAddr(t)))
+	send(t, c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("read %d bytes, %v: want the connection closed", n, err)
 	}
