@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -24,8 +26,9 @@ import (
 type Agent struct {
 	t        testing.TB
 	bin      string
-	args     []string
-	HTTPAddr string // host:port of the HTTP API (of the HTTPS API with TLS)
+	args     []string // all but the internal ports' flags
+	internal []int    // server, Serf LAN and WAN, gRPC, gRPC-TLS ports
+	HTTPAddr string   // host:port of the HTTP API (of the HTTPS API with TLS)
 	log      *Buffer
 
 	// ManagementToken is the initial management token when the agent runs
@@ -36,8 +39,9 @@ type Agent struct {
 	// HTTPS (Options.TLS); nil otherwise.
 	TLS *TLSFiles
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has been waited for
 }
 
 // Options choose how StartWith configures the dev agent. The zero value is
@@ -96,17 +100,13 @@ func StartWith(t testing.TB, o Options) *Agent {
 	a := &Agent{
 		t:        t,
 		bin:      Binary(t),
+		internal: ports[1:],
 		HTTPAddr: httpAddr,
 		log:      &Buffer{},
 	}
 	a.args = []string{"agent", "-dev",
 		"-node", fmt.Sprintf("test-%d", ports[0]),
 		"-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-server-port", strconv.Itoa(ports[1]),
-		"-serf-lan-port", strconv.Itoa(ports[2]),
-		"-serf-wan-port", strconv.Itoa(ports[3]),
-		"-grpc-port", strconv.Itoa(ports[4]),
-		"-grpc-tls-port", strconv.Itoa(ports[5]),
 		"-dns-port", "-1",
 		"-log-level", "warn",
 	}
@@ -165,18 +165,42 @@ tls {
 	return a
 }
 
+// start runs the agent and waits until it is ready. A free port handed
+// out may be taken before the agent binds it (by any process's outgoing
+// connection, whose local port comes from the same range): when the agent
+// exits for an address in use, it starts again on fresh internal ports.
+// The HTTP port stays, as callers may already hold it.
 func (a *Agent) start() {
 	a.t.Helper()
-	cmd := exec.Command(a.bin, a.args...)
-	cmd.Stdout, cmd.Stderr = a.log, a.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		a.t.Fatalf("start consul: %v", err)
+	for attempt := 1; ; attempt++ {
+		from := len(a.log.String())
+		cmd := exec.Command(a.bin, slices.Concat(a.args, []string{
+			"-server-port", strconv.Itoa(a.internal[0]),
+			"-serf-lan-port", strconv.Itoa(a.internal[1]),
+			"-serf-wan-port", strconv.Itoa(a.internal[2]),
+			"-grpc-port", strconv.Itoa(a.internal[3]),
+			"-grpc-tls-port", strconv.Itoa(a.internal[4])})...)
+		cmd.Stdout, cmd.Stderr = a.log, a.log
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			a.t.Fatalf("start consul: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		a.mu.Lock()
+		a.cmd, a.exited = cmd, exited
+		a.mu.Unlock()
+		err := a.awaitReady()
+		if err == nil {
+			return
+		}
+		if attempt < 3 && strings.Contains(a.log.String()[from:], "address already in use") {
+			a.Stop()
+			a.internal = FreePorts(a.t, len(a.internal))
+			continue
+		}
+		a.t.Fatalf("consul at %s not ready: %v\n%s", a.HTTPAddr, err, a.log.String())
 	}
-	a.mu.Lock()
-	a.cmd = cmd
-	a.mu.Unlock()
-	a.WaitReady()
 }
 
 // Client returns a Consul API client for this agent.
@@ -273,18 +297,34 @@ func (a *Agent) CreateToken(name, rules string) string {
 // its own node.
 func (a *Agent) WaitReady() {
 	a.t.Helper()
+	if err := a.awaitReady(); err != nil {
+		a.t.Fatalf("consul at %s not ready: %v\n%s", a.HTTPAddr, err, a.log.String())
+	}
+}
+
+// awaitReady is WaitReady's poll: it gives up after 30 s, or at once when
+// the agent has exited.
+func (a *Agent) awaitReady() error {
 	c := a.Client()
+	a.mu.Lock()
+	exited := a.exited
+	a.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		leader, err := c.Status().Leader()
 		if err == nil && leader != "" {
 			nodes, _, err := c.Catalog().Nodes(nil)
 			if err == nil && len(nodes) > 0 {
-				return
+				return nil
 			}
 		}
+		select {
+		case <-exited:
+			return fmt.Errorf("the agent exited (last error: %v)", err)
+		default:
+		}
 		if time.Now().After(deadline) {
-			a.t.Fatalf("consul at %s not ready after 30s (last error: %v)\n%s", a.HTTPAddr, err, a.log.String())
+			return fmt.Errorf("not ready after 30s (last error: %v)", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -293,20 +333,18 @@ func (a *Agent) WaitReady() {
 // Stop ends the agent (SIGINT, then SIGKILL) and waits for it.
 func (a *Agent) Stop() {
 	a.mu.Lock()
-	cmd := a.cmd
+	cmd, exited := a.cmd, a.exited
 	a.cmd = nil
 	a.mu.Unlock()
 	if cmd == nil {
 		return
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(10 * time.Second):
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+		<-exited
 	}
 	if a.t.Failed() {
 		a.t.Logf("consul %s output:\n%s", a.HTTPAddr, a.log.String())

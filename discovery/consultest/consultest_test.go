@@ -2,6 +2,7 @@ package consultest
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -86,5 +87,30 @@ func TestStartWithACLAndTLS(t *testing.T) {
 	a := StartWith(t, Options{ACL: true, TLS: true})
 	if nodes, _, err := a.Client().Catalog().Nodes(nil); err != nil || len(nodes) == 0 {
 		t.Fatalf("nodes: %v %v", nodes, err)
+	}
+}
+
+// TestStartMovesOffATakenPort: a free port handed out can be taken before
+// the agent binds it. The agent then starts again on fresh internal ports,
+// keeping its HTTP address.
+func TestStartMovesOffATakenPort(t *testing.T) {
+	a := Start(t)
+	a.Stop()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := taken.Addr().(*net.TCPAddr).Port
+	a.internal[4] = port // gRPC-TLS: the port seen taken in the wild
+	a.start()
+	if a.internal[4] == port {
+		t.Errorf("the agent kept the taken port %d", port)
+	}
+	if !strings.Contains(a.Output(), "address already in use") {
+		t.Errorf("the first start did not meet the taken port:\n%s", a.Output())
+	}
+	if _, err := a.Client().Status().Leader(); err != nil {
+		t.Errorf("the agent at %s does not answer: %v", a.HTTPAddr, err)
 	}
 }
