@@ -51,6 +51,7 @@ type conn struct {
 	// What InfoOf reports of the request being served.
 	requests     int64
 	bothFramings bool
+	note         any // for the next request only (see Handover)
 
 	// The connection's one timer (see tick): it starts the watch for a
 	// client leaving once a request has run for watchDelay, and tells the
@@ -403,6 +404,7 @@ func (c *conn) serveRequest(req *http.Request) bool {
 	c.arm(now.Add(watchDelay))
 	c.mu.Unlock()
 	c.srv.Handler.ServeHTTP(w, req)
+	c.note = nil
 	c.stopWatch()
 	cancel()
 	if c.hijacked {

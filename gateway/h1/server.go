@@ -249,6 +249,9 @@ type Info struct {
 	// Started is when the server began serving the request, its head
 	// read.
 	Started time.Time
+	// Note is what an event loop that handed the connection over said of
+	// this request (Handover.Note); nil for any request after the first.
+	Note any
 
 	c *conn
 }
@@ -297,5 +300,5 @@ func InfoOf(r *http.Request) (Info, bool) {
 	if !ok {
 		return Info{}, false
 	}
-	return Info{Requests: c.requests, BothFramings: c.bothFramings, Cancel: c.cancel, Started: c.started, c: c}, true
+	return Info{Requests: c.requests, BothFramings: c.bothFramings, Cancel: c.cancel, Started: c.started, Note: c.note, c: c}, true
 }

@@ -1,0 +1,98 @@
+package h1
+
+// For a server that reads and writes its connections itself, on event
+// loops: the same parsers and the same answer heads as this package's
+// server, over byte slices rather than a connection's buffers. What such a
+// server does not take, it hands to this package's server (ServeConn),
+// which then answers it by all of its rules.
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+)
+
+// HeadLen returns the length of the head at the start of buf, blank line
+// included, or 0 when it has not all come.
+func HeadLen(buf []byte) int { return headLen(buf) }
+
+// MaxHeadBytes is the largest request head the server reads: its
+// MaxHeaderBytes, with Go's slack for the request line.
+func (s *Server) MaxHeadBytes() int { return s.maxHeadBytes() }
+
+// ParseBodiless parses a whole request head of the common shape (see
+// simple.go) for a request without a body into req. It reports false,
+// leaving req to be overwritten, for any other head, a request with a
+// body included: such a request is the server's to read.
+func ParseBodiless(head []byte, req *http.Request) bool {
+	return parseSimpleRequest(head, nil, req) && req.ContentLength == 0
+}
+
+// ParseAnswer parses a whole answer head to req of the common shape, its
+// blank line included, keeping its lines in relay as SimpleAnswerHead
+// does. It returns nil for any other head.
+func ParseAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.Response {
+	if req.Method == http.MethodHead {
+		return nil
+	}
+	return parseSimpleAnswer(head, req, relay)
+}
+
+// AppendRelayHead appends to dst the head this package's server writes
+// for an answer begun with RelayHead(head) and nothing set in its Header:
+// the status line, the lines kept, a Date when the instance sent none,
+// the length, and Connection: close when the connection ends after it.
+func AppendRelayHead(dst []byte, head *AnswerHead, closeAfter bool) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = strconv.AppendInt(dst, int64(head.Code), 10)
+	dst = append(dst, ' ')
+	if text := http.StatusText(head.Code); text != "" {
+		dst = append(dst, text...)
+	} else {
+		dst = append(dst, "status code "...)
+		dst = strconv.AppendInt(dst, int64(head.Code), 10)
+	}
+	dst = append(dst, "\r\n"...)
+	for _, r := range head.runs[:head.nruns] {
+		dst = append(dst, head.lines[r.from:r.to]...)
+	}
+	if !head.hasDate {
+		dst = append(dst, "Date: "...)
+		dst = append(dst, httpDate()...)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "Content-Length: "...)
+	dst = strconv.AppendInt(dst, head.Length, 10)
+	dst = append(dst, "\r\n"...)
+	if closeAfter {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
+	return append(dst, "\r\n"...)
+}
+
+// Handover is what comes with a connection an event loop hands over.
+type Handover struct {
+	// Requests counts the requests the loop served on the connection.
+	Requests int64
+	// Note is for the handler of the first request read, in Info.Note:
+	// what the loop did of it before handing it over.
+	Note any
+}
+
+// ServeConn serves one connection, on the calling goroutine, until it
+// closes: a connection an event loop began and hands over, its unread
+// input still to be read from rwc. It closes rwc at once after Shutdown
+// or Close.
+func (s *Server) ServeConn(rwc net.Conn, h Handover) {
+	c := newConn(s, rwc)
+	c.requests, c.note = h.Requests, h.Note
+	if !s.trackConn(c) {
+		rwc.Close()
+		return
+	}
+	c.serve()
+}
+
+// KeepAlives reports whether connections are kept after their answer:
+// not after Shutdown or Close, nor with keep-alives turned off.
+func (s *Server) KeepAlives() bool { return s.keepAlives() }
