@@ -87,8 +87,14 @@ func (p *Proxy) roundTrip(req *http.Request) (resp *http.Response, err error) {
 	var reason outcome
 	for {
 		attemptStart := time.Now()
+		var ep *balance.Endpoint
+		var err error
+		if res := ex.resumed; res != nil && ex.attempts == 0 {
+			attemptStart, ep = res.attemptAt, res.ep // the loop's pick
+		} else {
+			ep, err = p.pick(req, ex, p.gw.at(attemptStart))
+		}
 		last, ex.attemptAt = attemptStart, attemptStart
-		ep, err := p.pick(req, ex, p.gw.at(attemptStart))
 		if err != nil {
 			if held != nil {
 				resp := held
@@ -208,7 +214,12 @@ func (f *pickFilter) Skip(ep *balance.Endpoint) bool {
 // when the answer's headers or the error came.
 func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, streamed *attemptBody, why outcome, start time.Time) (*http.Response, time.Time, error) {
 	ctx, span := req.Context(), noSpan
-	if p.spans {
+	resumed := ex.resumed
+	ex.resumed = nil // for the first attempt only
+	switch {
+	case resumed != nil:
+		ctx, span = trace.ContextWithSpan(ctx, resumed.attemptSpan), resumed.attemptSpan
+	case p.spans:
 		ctx, span = p.tracer.Start(ctx, req.Method, clientSpan)
 	}
 	// Attributes cost allocations: only for spans that go somewhere, and
@@ -257,8 +268,19 @@ func (p *Proxy) attempt(req *http.Request, ex *exchange, ep *balance.Endpoint, s
 	if ex.route.policy.h2c {
 		transport = p.h2c
 	}
-	ep.Stats.Begin()
-	resp, err := transport.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	switch {
+	case resumed == nil:
+		ep.Stats.Begin()
+		resp, err = transport.RoundTrip(out)
+	case resumed.up != nil:
+		// Sent by the loop, which began the instance's count too: its
+		// answer is read here.
+		resp, err = p.transport.(*Transport).answerOn(out, resumed.up)
+	default:
+		err = resumed.err
+	}
 	ended := time.Now()
 	timedOut := try.stop()
 	if err != nil {

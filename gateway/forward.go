@@ -52,27 +52,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 		return
 	}
 	ex.hintsTo = w
-	// The outgoing request and its URL live in the exchange: copies, not
-	// allocations (WithContext's result stays on the stack).
-	ex.out = *r.WithContext(ex)
-	out := &ex.out
-	ex.outURL = *r.URL
-	out.URL = &ex.outURL
-	if r.ContentLength == 0 {
-		out.Body = nil
-	}
-	out.Close = false
-	h := out.Header
-	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
-	removeHopByHop(h)
-	if trailers {
-		h["Te"] = []string{"trailers"}
-	}
-	p.prepare(out, r, ex)
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // none, rather than the transport's own
-	}
-
+	// WithContext's result stays on the stack: it is copied.
+	out := p.outgoing(r.WithContext(ex), ex)
 	resp, err := p.roundTrip(out)
 	ex.hintsMu.Lock()
 	ex.hintsFinal = true
@@ -142,6 +123,32 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	for k, vv := range resp.Trailer {
 		wh[http.TrailerPrefix+k] = append(wh[http.TrailerPrefix+k], vv...)
 	}
+}
+
+// outgoing makes the request sent to instances out of the client's r, in
+// the exchange: it and its URL are copies there, not allocations. Its
+// header is r's own, the hop-by-hop fields removed and the forwarding
+// ones set.
+func (p *Proxy) outgoing(r *http.Request, ex *exchange) *http.Request {
+	ex.out = *r
+	out := &ex.out
+	ex.outURL = *r.URL
+	out.URL = &ex.outURL
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	out.Close = false
+	h := out.Header
+	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	removeHopByHop(h)
+	if trailers {
+		h["Te"] = []string{"trailers"}
+	}
+	p.prepare(out, r, ex)
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // none, rather than the transport's own
+	}
+	return out
 }
 
 // clientTraceKey is the key httptrace keeps a request's ClientTrace

@@ -204,6 +204,9 @@ type exchange struct {
 	// that can reach the client.
 	relay   h1.AnswerHead
 	relayOf *http.Response
+	// resumed is what an event loop did of the request before handing
+	// it over: its first attempt is the loop's (see loopResume).
+	resumed *loopResume
 }
 
 // keepHead keeps head as the one of resp (see relay).
@@ -241,7 +244,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start = time.Now()
 	}
 	trusted := p.settings.trusted(r)
-	ctx, span := p.startServerSpan(r, trusted)
+	// A request an event loop began and handed over goes on from where
+	// the loop left it: its start, its span and its first attempt.
+	resumed, _ := conn.Note.(*loopResume)
+	var ctx context.Context
+	var span trace.Span
+	if resumed != nil {
+		start = resumed.start
+		p.dropTraceContext(r, trusted)
+		ctx, span = trace.ContextWithSpan(r.Context(), resumed.span), resumed.span
+	} else {
+		ctx, span = p.startServerSpan(r, trusted)
+	}
 	defer span.End()
 
 	// The edge: refuse what must never reach an instance, and route on the
@@ -256,6 +270,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			route = p.gw.Table().Match(r.Host, routePath)
 		}
 	}
+	if resumed != nil && err == nil {
+		route = resumed.route // the table may have changed since
+	}
 	if !trusted {
 		// Forwarding headers from an untrusted peer are replaced by the
 		// gateway's own (httputil.ReverseProxy does so for X-Forwarded-*).
@@ -266,7 +283,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// One allocation for the request's state, its response recorder and
 	// its first attempts.
-	ex := &exchange{route: route, span: span, trusted: trusted, start: start, conn: conn, served: served}
+	ex := &exchange{route: route, span: span, trusted: trusted, start: start, conn: conn, served: served, resumed: resumed}
 	ex.tried = ex.triedBuf[:0]
 	ex.rec.ResponseWriter = w
 	rec := &ex.rec
@@ -282,19 +299,27 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	status := rec.status()
-	if span.IsRecording() {
-		// Attributes cost allocations: only for spans that go somewhere,
-		// and all at once, so the span copies them once.
-		span.SetName(spanName(r, route))
-		span.SetAttributes(serverAttributes(ex.attrBuf(), r, route, status)...)
-		if status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(status))
-		}
-	}
+	ex.recordServerSpan(r, status)
 	p.gw.metrics.observeRequest(ctx, route, r.Method, status, start)
 	p.logRequest(ctx, r, ex, status, start)
 	if ex.aborted {
 		panic(http.ErrAbortHandler)
+	}
+}
+
+// recordServerSpan names the server span for r, answered with status,
+// and sets its attributes and status. Attributes cost allocations: only
+// for spans that go somewhere, and all at once, so the span copies them
+// once.
+func (ex *exchange) recordServerSpan(r *http.Request, status int) {
+	span := ex.span
+	if !span.IsRecording() {
+		return
+	}
+	span.SetName(spanName(r, ex.route))
+	span.SetAttributes(serverAttributes(ex.attrBuf(), r, ex.route, status)...)
+	if status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(status))
 	}
 }
 
@@ -310,7 +335,9 @@ func (p *Proxy) serveRoute(ctx context.Context, w http.ResponseWriter, r *http.R
 		p.overloaded(w, r, ex, errRouteOverloaded)
 		return
 	}
-	st.budget.request(p.gw.at(ex.start))
+	if ex.resumed == nil { // the loop counted it
+		st.budget.request(p.gw.at(ex.start))
+	}
 
 	if ex.served {
 		// The server's request context is this request's alone and ends
@@ -468,13 +495,7 @@ func (ex *exchange) getBody() (io.ReadCloser, error) {
 func (p *Proxy) startServerSpan(r *http.Request, trusted bool) (context.Context, trace.Span) {
 	ctx := r.Context()
 	continued := p.continuesTrace(trusted)
-	if !continued {
-		defer func() {
-			delete(r.Header, "Traceparent")
-			delete(r.Header, "Tracestate")
-			delete(r.Header, "Baggage")
-		}()
-	}
+	defer p.dropTraceContext(r, trusted)
 	switch {
 	case !p.spans:
 		return ctx, noSpan
@@ -487,6 +508,16 @@ func (p *Proxy) startServerSpan(r *http.Request, trusted bool) (context.Context,
 		}
 	}
 	return p.tracer.Start(ctx, r.Method, serverSpan, newRoot)
+}
+
+// dropTraceContext removes the caller's trace headers and baggage from
+// r, unless its trace is continued.
+func (p *Proxy) dropTraceContext(r *http.Request, trusted bool) {
+	if !p.continuesTrace(trusted) {
+		delete(r.Header, "Traceparent")
+		delete(r.Header, "Tracestate")
+		delete(r.Header, "Baggage")
+	}
 }
 
 // continuesTrace says whether the caller's trace context is continued:

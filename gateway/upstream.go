@@ -205,11 +205,16 @@ func (t *Transport) conn(ctx context.Context, addr string, now time.Time) (*upst
 	if err != nil {
 		return nil, err
 	}
+	return t.newConn(addr, conn), nil
+}
+
+// newConn makes conn, a connection to addr, the transport's.
+func (t *Transport) newConn(addr string, conn net.Conn) *upstreamConn {
 	c := &upstreamConn{t: t, addr: addr, conn: conn}
 	c.offerSocket()
 	c.br = bufio.NewReaderSize(reader{c}, 4<<10)
 	c.bw = bufio.NewWriterSize(writer{c}, 4<<10)
-	return c, nil
+	return c
 }
 
 // takeIdle takes the connection to addr pooled last, if it has not idled
@@ -369,6 +374,17 @@ func (w writer) Write(p []byte) (n int, err error) {
 	return n, err
 }
 
+// answerOn reads the answer to req on conn, a connection to req's
+// instance that req was sent on by an event loop. The connection is the
+// pool's after, as if it had dialled it.
+func (t *Transport) answerOn(req *http.Request, conn net.Conn) (*http.Response, error) {
+	c := t.newConn(req.URL.Host, conn)
+	ctx := req.Context()
+	ex, _ := ctx.Value(ctxKey{}).(*exchange)
+	c.watch(ctx, ex)
+	return c.readAnswer(ctx, req)
+}
+
 // roundTrip writes req and reads the response head. The response body
 // reads from the connection, which goes back to the pool at its end.
 func (c *upstreamConn) roundTrip(ctx context.Context, req *http.Request, ex *exchange) (*http.Response, error) {
@@ -377,6 +393,11 @@ func (c *upstreamConn) roundTrip(ctx context.Context, req *http.Request, ex *exc
 	if err := c.writeRequest(req); err != nil {
 		return c.fail(ctx, err)
 	}
+	return c.readAnswer(ctx, req)
+}
+
+// readAnswer reads the answer to req, sent; the watch of ctx is on.
+func (c *upstreamConn) readAnswer(ctx context.Context, req *http.Request) (*http.Response, error) {
 	resp, err := c.readResponse(ctx, req)
 	if err != nil {
 		return c.fail(ctx, err)
@@ -479,56 +500,15 @@ type watchedConn struct {
 }
 
 // writeRequest writes the request line, headers and body in one flush.
-// Header names and values are checked as Go's transport checks them: a
-// header the gateway forwards must not split the request.
 func (c *upstreamConn) writeRequest(req *http.Request) error {
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
-	}
-	if !httpguts.ValidHostHeader(host) {
-		return fmt.Errorf("invalid Host header %q", host)
-	}
 	w := c.bw
-	w.WriteString(req.Method)
-	w.WriteByte(' ')
-	w.WriteString(req.URL.RequestURI())
-	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(host)
-	w.WriteString("\r\n")
-	for name, values := range req.Header {
-		switch name {
-		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
-			continue // framing is the transport's
-		}
-		if !httpguts.ValidHeaderFieldName(name) {
-			return fmt.Errorf("invalid header name %q", name)
-		}
-		for _, v := range values {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("invalid value for header %q", name)
-			}
-			if v == "" && name == "User-Agent" {
-				continue // an empty User-Agent means none, as in Go's transport
-			}
-			w.WriteString(name)
-			w.WriteString(": ")
-			w.WriteString(textproto.TrimString(v))
-			w.WriteString("\r\n")
-		}
+	// The head is formatted in the buffer's own free space: written, it
+	// is not copied again.
+	head, err := appendRequestHead(w.AvailableBuffer(), req)
+	if err != nil {
+		return err
 	}
-	// As Go's transport does: servers may refuse (411) a POST, PUT or PATCH
-	// that does not say its body is empty.
-	if req.ContentLength > 0 || req.ContentLength == 0 && (req.Method == http.MethodPost ||
-		req.Method == http.MethodPut || req.Method == http.MethodPatch) {
-		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), req.ContentLength, 10))
-		w.WriteString("\r\n")
-	}
-	if req.Close {
-		w.WriteString("Connection: close\r\n")
-	}
-	w.WriteString("\r\n")
+	w.Write(head)
 	if req.Body != nil && req.Body != http.NoBody {
 		n, err := io.Copy(w, io.LimitReader(req.Body, req.ContentLength))
 		req.Body.Close()
@@ -540,7 +520,7 @@ func (c *upstreamConn) writeRequest(req *http.Request) error {
 		}
 	}
 	c.awaiting = true
-	err := w.Flush()
+	err = w.Flush()
 	c.awaiting = false
 	return err
 }
@@ -636,4 +616,57 @@ func (b *upstreamBody) finish(complete bool) {
 		return
 	}
 	c.conn.Close()
+}
+
+// appendRequestHead appends req's request line and headers, the blank
+// line included, to dst. Header names and values are checked as Go's
+// transport checks them: a header the gateway forwards must not split the
+// request.
+func appendRequestHead(dst []byte, req *http.Request) ([]byte, error) {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return dst, fmt.Errorf("invalid Host header %q", host)
+	}
+	dst = append(dst, req.Method...)
+	dst = append(dst, ' ')
+	dst = append(dst, req.URL.RequestURI()...)
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, host...)
+	dst = append(dst, "\r\n"...)
+	for name, values := range req.Header {
+		switch name {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
+			continue // framing is the transport's
+		}
+		if !httpguts.ValidHeaderFieldName(name) {
+			return dst, fmt.Errorf("invalid header name %q", name)
+		}
+		for _, v := range values {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return dst, fmt.Errorf("invalid value for header %q", name)
+			}
+			if v == "" && name == "User-Agent" {
+				continue // an empty User-Agent means none, as in Go's transport
+			}
+			dst = append(dst, name...)
+			dst = append(dst, ": "...)
+			dst = append(dst, textproto.TrimString(v)...)
+			dst = append(dst, "\r\n"...)
+		}
+	}
+	// As Go's transport does: servers may refuse (411) a POST, PUT or PATCH
+	// that does not say its body is empty.
+	if req.ContentLength > 0 || req.ContentLength == 0 && (req.Method == http.MethodPost ||
+		req.Method == http.MethodPut || req.Method == http.MethodPatch) {
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, req.ContentLength, 10)
+		dst = append(dst, "\r\n"...)
+	}
+	if req.Close {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
+	return append(dst, "\r\n"...), nil
 }
