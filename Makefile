@@ -72,9 +72,11 @@ vet:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
 # Unit and integration tests run with the race detector; the end-to-end
-# tests drive built binaries and run without it.
+# tests drive built binaries and run without it. The gateway's tests run
+# a second time with the public server on event loops (-event-loops).
 test: tools vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /deploy/e2e)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 5m ./gateway -args -event-loops
 	cd deploy/bench/gnet-proxy && $(GO) test -count=1 -timeout 2m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 	$(GO) test -count=1 -timeout 20m ./deploy/e2e/...

@@ -165,6 +165,16 @@ func BenchmarkProxyServed(b *testing.B) {
 	benchServed(b, p, "/hello", 100)
 }
 
+// BenchmarkProxyLoops is BenchmarkProxyServed on event loops
+// (-event-loops).
+func BenchmarkProxyLoops(b *testing.B) {
+	port := cannedUpstream(b)
+	gw := New(Options{})
+	gw.Apply(snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("b", port, "/")}}))
+	p := NewProxy(gw, ProxyOptions{TracerProvider: noop.NewTracerProvider(), Propagator: propagation.TraceContext{}})
+	benchServedOn(b, p, "/hello", 100, PublicOptions{EventLoops: true})
+}
+
 // benchServed serves p on loopback and sends it GET path over one
 // keep-alive connection, for the benchmark's iterations, after warm
 // requests that are not measured. cpu-ns/op is the whole process's CPU
@@ -176,12 +186,17 @@ func BenchmarkProxyServed(b *testing.B) {
 // live heap (about 1,000 times a small one's routes and metric series)
 // four times as often.
 func benchServed(b *testing.B, p *Proxy, path string, warm int) {
+	benchServedOn(b, p, path, warm, PublicOptions{})
+}
+
+// benchServedOn is benchServed on a public server with opts.
+func benchServedOn(b *testing.B, p *Proxy, path string, warm int, opts PublicOptions) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := NewPublicServer(ln, p, DefaultServerSettings, PublicOptions{})
+	srv := NewPublicServer(ln, p, DefaultServerSettings, opts)
 	go func() { _ = srv.Serve() }()
 	b.Cleanup(func() { _ = srv.Close() })
 

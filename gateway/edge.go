@@ -311,6 +311,9 @@ type PublicOptions struct {
 	MaxConns int
 	// Logger gets the server's own errors (a panic, a failed accept).
 	Logger hclog.Logger
+	// EventLoops serves plain HTTP/1.1's common requests on event loops
+	// (see loops.go) when the handler is a *Proxy; it serves the rest.
+	EventLoops bool
 }
 
 // PublicServer serves the proxy on the public listener. Plain HTTP/1.x,
@@ -336,6 +339,7 @@ func NewPublicServer(ln net.Listener, h http.Handler, ss ServerSettings, opts Pu
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
+	proxy, _ := h.(*Proxy)
 	if ss.BodyTimeout > 0 {
 		inner := h
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -350,6 +354,13 @@ func NewPublicServer(ln net.Listener, h http.Handler, ss ServerSettings, opts Pu
 	if opts.TLSCert == "" && !opts.H2C {
 		own := &h1.Server{Handler: h, HeaderTimeout: ss.HeaderTimeout, IdleTimeout: ss.IdleTimeout,
 			MaxHeaderBytes: ss.MaxHeaderBytes, Logger: opts.Logger}
+		if opts.EventLoops && proxy != nil {
+			loops, err := newLoopServer(proxy, own, ss, ln, opts.MaxConns, opts.Logger)
+			if err == nil {
+				return &PublicServer{ln: ln, srv: loops, serve: loops.serve}
+			}
+			opts.Logger.Error("event loops failed to start; serving without them", "error", err)
+		}
 		if opts.MaxConns > 0 {
 			ln = netutil.LimitListener(ln, opts.MaxConns)
 		}
@@ -377,6 +388,12 @@ func NewPublicServer(ln net.Listener, h http.Handler, ss ServerSettings, opts Pu
 		s.serve = func() error { return std.ServeTLS(ln, opts.TLSCert, opts.TLSKey) }
 	}
 	return s
+}
+
+// EventLoops reports whether plain HTTP/1.1 is served on event loops.
+func (s *PublicServer) EventLoops() bool {
+	_, ok := s.srv.(*loopServer)
+	return ok
 }
 
 // Addr is the listener's address.

@@ -22,14 +22,15 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// forEachServer runs an edge test against both public servers: hopgate's
-// own HTTP/1.1 server, and net/http behind the edge listener (what serves
-// when h2c or TLS is on). The edge's promises hold on both.
+// forEachServer runs an edge test against every public server: hopgate's
+// own HTTP/1.1 server, the same on event loops, and net/http behind the
+// edge listener (what serves when h2c or TLS is on). The edge's promises
+// hold on all three.
 func forEachServer(t *testing.T, test func(t *testing.T, opts PublicOptions)) {
 	for _, s := range []struct {
 		name string
 		opts PublicOptions
-	}{{"h1", PublicOptions{}}, {"net-http", PublicOptions{H2C: true}}} {
+	}{{"h1", PublicOptions{}}, {"loops", PublicOptions{EventLoops: true}}, {"net-http", PublicOptions{H2C: true}}} {
 		t.Run(s.name, func(t *testing.T) { test(t, s.opts) })
 	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -43,6 +44,11 @@ type testProxy struct {
 	Handler http.Handler
 }
 
+// testEventLoops runs the harness's public server on event loops: `make
+// test` runs the package's tests both ways (the edge tests run on every
+// server either way).
+var testEventLoops = flag.Bool("event-loops", false, "serve the test harness on event loops")
+
 // roundRobinSettings make distribution assertions exact.
 func roundRobinSettings() *Settings {
 	s := DefaultSettings
@@ -64,7 +70,7 @@ func newHarnessWith(t *testing.T, snap *discovery.Snapshot, settings *Settings) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewPublicServer(ln, p, DefaultServerSettings, PublicOptions{})
+	srv := NewPublicServer(ln, p, DefaultServerSettings, PublicOptions{EventLoops: *testEventLoops})
 	go srv.Serve()
 	t.Cleanup(func() { srv.Close() })
 	return &harness{gw: gw, proxy: &testProxy{URL: "http://" + ln.Addr().String(), Handler: p}, spans: spans}

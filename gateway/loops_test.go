@@ -1,0 +1,229 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hopgate/hopgate/discovery"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+// The event-loop data path's own promises. Its HTTP behaviour is the
+// edge tests' (forEachServer runs them on the loops too) and, with
+// -event-loops, the whole package's.
+
+// newLoopServer serves snap on event loops, spans recorded; it returns
+// the server and its address.
+func newLoopHarness(t *testing.T, snap *discovery.Snapshot) (*PublicServer, string, *tracetest.SpanRecorder) {
+	t.Helper()
+	spans := tracetest.NewSpanRecorder()
+	gw := New(Options{Settings: roundRobinSettings()})
+	gw.Apply(snap)
+	p := NewProxy(gw, ProxyOptions{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)),
+		Propagator: propagation.TraceContext{}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewPublicServer(ln, p, DefaultServerSettings, PublicOptions{EventLoops: true})
+	if _, ok := srv.srv.(*loopServer); !ok {
+		t.Fatal("the public server is not on event loops")
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	return srv, ln.Addr().String(), spans
+}
+
+// Requests the loops serve, requests they hand over before they start
+// (a body) and requests they hand over at their answer (chunked, or
+// longer than a loop relays) go on one connection, pipelined, and are
+// answered in order, each whole, each with one trace.
+func TestLoopsHandOverInOrder(t *testing.T) {
+	long := strings.Repeat("x", loopMaxAnswer+1)
+	snap := scriptedAnswersKeepAlive(t, map[string]string{
+		"/a":       "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+		"/chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nc\r\n0\r\n\r\n",
+		"/long":    "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(long)) + "\r\n\r\n" + long,
+		"/post":    "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\np",
+	})
+	_, addr, spans := newLoopHarness(t, snap)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	send := func(s string) {
+		if _, err := io.WriteString(c, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	br := bufio.NewReader(c)
+	read := func(want string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the answer for %q: %v", want, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || string(body) != want {
+			t.Fatalf("answer %q (%v), want %q", trim(string(body)), err, trim(want))
+		}
+	}
+	// Pipelined: the second waits for the first's answer, on the loop.
+	send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+	read("a")
+	read("c")
+	// The chunked answer moved the connection off the loop; it stays
+	// served there, long answers and bodies included.
+	send("GET /long HTTP/1.1\r\nHost: x\r\n\r\nPOST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	read(long)
+	read("p")
+	read("a")
+	// A new connection starts on the loop; a long answer hands it over.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c, br = c2, bufio.NewReader(c2)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	send("GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+	read(long)
+
+	servers := 0
+	for _, s := range spans.Ended() {
+		if s.SpanKind().String() == "server" {
+			servers++
+		}
+	}
+	if servers != 6 {
+		t.Errorf("%d server spans for 6 requests, want one each", servers)
+	}
+}
+
+func trim(s string) string {
+	if len(s) > 20 {
+		return s[:20] + "..."
+	}
+	return s
+}
+
+// scriptedAnswersKeepAlive is scriptedAnswers over kept-alive
+// connections: each request on a connection is answered in turn.
+func scriptedAnswersKeepAlive(t *testing.T, answers map[string]string) *discovery.Snapshot {
+	addr, _ := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			a, ok := answers[req.URL.Path]
+			if !ok {
+				a = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+			}
+			if _, err := io.WriteString(c, a); err != nil {
+				return
+			}
+		}
+	})
+	return snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", portOf(t, addr), "/")}})
+}
+
+// Shutdown on the loops lets the request in flight finish, then closes
+// the connections; Drain before it has answers close their connection.
+func TestLoopsDrainAndShutdown(t *testing.T) {
+	release := make(chan struct{})
+	addr, _ := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/slow" {
+				<-release
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", portOf(t, addr), "/")}})
+	srv, gwAddr, _ := newLoopHarness(t, snap)
+
+	client := &http.Client{Transport: &http.Transport{}}
+	resp, err := client.Get("http://" + gwAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Close {
+		t.Fatal("an answer before Drain closes its connection")
+	}
+	srv.Drain()
+	resp, err = client.Get("http://" + gwAddr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !resp.Close {
+		t.Error("an answer after Drain keeps its connection, want Connection: close")
+	}
+
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := client.Get("http://" + gwAddr + "/slow")
+		if err == nil {
+			var body []byte
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && string(body) != "ok" {
+				err = io.ErrUnexpectedEOF
+			}
+		}
+		slow <- err
+	}()
+	// Shutdown waits for the slow request, which ends once released.
+	waitFor(t, func() bool { return srv.srv.(*loopServer).open.Load() == 1 })
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) with a request in flight", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Errorf("the request in flight at Shutdown: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", gwAddr, time.Second); err == nil {
+		t.Error("the listener still accepts after Shutdown")
+	}
+}
+
+// waitFor polls cond until it holds, or fails the test after 5s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
