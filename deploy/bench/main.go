@@ -26,6 +26,9 @@
 // bench/gnet-proxy), is the floor for a Go proxy built as haproxy is: a
 // bare round robin on epoll event loops, one per CPU. The distance from
 // fasthttp to it is what goroutine-per-connection networking costs.
+// hopgate's rows run it as it runs by default, on event loops too; the
+// "goroutines rr" row runs it with -event-loops=false, a goroutine per
+// connection.
 //
 // It is a benchmark, not a test: nothing in `make test` runs it. It needs
 // nginx, haproxy and wrk (installed from Debian packages with -install when
@@ -227,7 +230,11 @@ func run(ctx context.Context, o options) error {
 		gomaxprocs = append(gomaxprocs, "GOMAXPROCS="+strconv.Itoa(o.workers))
 	}
 	hopWith := func(bin, name string, lb string, env ...string) error {
-		p, url, err := startHopgate(ctx, ps, bin, name, consulAddr, lb, append(gomaxprocs, env...))
+		var flags []string
+		if strings.HasPrefix(name, "goroutines ") {
+			flags = []string{"-event-loops=false"}
+		}
+		p, url, err := startHopgate(ctx, ps, bin, name, consulAddr, lb, flags, append(gomaxprocs, env...))
 		if err != nil {
 			return err
 		}
@@ -236,6 +243,9 @@ func run(ctx context.Context, o options) error {
 	}
 	hop := func(name string, lb string, env ...string) error { return hopWith(hopgate, name, lb, env...) }
 	if err := hop("hopgate rr", "round_robin"); err != nil {
+		return err
+	}
+	if err := hop("goroutines rr", "round_robin"); err != nil {
 		return err
 	}
 	if o.compare != "" {
@@ -626,7 +636,7 @@ func register(ctx context.Context, consulAddr, id string, port int) error {
 	return nil
 }
 
-func startHopgate(ctx context.Context, ps *procs, bin, name, consulAddr, lb string, env []string) (*proc, string, error) {
+func startHopgate(ctx context.Context, ps *procs, bin, name, consulAddr, lb string, flags, env []string) (*proc, string, error) {
 	pp, err := freePorts(2)
 	if err != nil {
 		return nil, "", err
@@ -636,6 +646,7 @@ func startHopgate(ctx context.Context, ps *procs, bin, name, consulAddr, lb stri
 	if lb != "" {
 		args = append(args, "-lb", lb)
 	}
+	args = append(args, flags...)
 	p, err := ps.start(strings.ReplaceAll(name, " ", "-"), cleanEnv(append(env, "CONSUL_HTTP_ADDR="+consulAddr)...), bin, args...)
 	if err != nil {
 		return nil, "", err

@@ -165,17 +165,17 @@ func run(args []string, stderr io.Writer) error {
 		Logger:  log.Named("discovery"),
 		Publish: gw.Apply,
 	})
-	public := gateway.NewPublicServer(publicLn,
-		gateway.NewProxy(gw, gateway.ProxyOptions{Logger: log.Named("proxy"), AccessLog: c.observe.accessLog}),
-		c.server.ss, gateway.PublicOptions{TLSCert: c.server.tlsCert, TLSKey: c.server.tlsKey, H2C: c.server.h2c,
-			MaxConns: c.server.maxConns, Logger: log.Named("server")})
+	proxy := gateway.NewProxy(gw, gateway.ProxyOptions{Logger: log.Named("proxy"), AccessLog: c.observe.accessLog})
+	popts := gateway.PublicOptions{TLSCert: c.server.tlsCert, TLSKey: c.server.tlsKey, H2C: c.server.h2c,
+		MaxConns: c.server.maxConns, EventLoops: c.server.eventLoops, Logger: log.Named("server")}
+	public := gateway.NewPublicServer(publicLn, proxy, c.server.ss, popts)
 	admin := &http.Server{
 		Handler:           gateway.NewAdmin(gw, gateway.AdminOptions{Discovery: watcher.Status, JaegerQuery: c.observe.jaegerQuery, JaegerUI: c.observe.jaegerUI, Token: c.server.adminToken}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 
 	log.Info("hopgate starting", "version", version(), "listen", public.Addr().String(),
-		"admin", adminLn.Addr().String(), "consul", discovery.Addr())
+		"admin", adminLn.Addr().String(), "consul", discovery.Addr(), "event_loops", public.EventLoops())
 
 	errc := make(chan error, 3)
 	watchCtx, stopWatch := context.WithCancel(context.Background())

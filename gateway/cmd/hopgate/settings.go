@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -109,6 +110,7 @@ func (f *settingsFlags) settings() (gateway.Settings, error) {
 
 // serverFlags shape the listeners.
 type serverFlags struct {
+	eventLoops bool
 	drain      time.Duration
 	h2c        bool
 	tlsCert    string
@@ -131,6 +133,7 @@ func registerServer(fs *flag.FlagSet) *serverFlags {
 	fs.BoolVar(&f.h2c, "h2c", false, "accept HTTP/2 without TLS (prior knowledge) on the public listener, as gRPC clients speak it")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "certificate `file` (PEM) to serve HTTPS and HTTP/2 on the public listener; needs -tls-key")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "private key `file` (PEM) for -tls-cert")
+	fs.BoolVar(&f.eventLoops, "event-loops", runtime.GOOS == "linux", "serve plain HTTP/1.1 on epoll event loops, one per processor (Linux only); false: a goroutine per connection")
 	return f
 }
 
