@@ -226,11 +226,14 @@ func (s *loopServer) release() {
 func (s *loopServer) SetKeepAlivesEnabled(on bool) { s.fallback.SetKeepAlivesEnabled(on) }
 
 // Shutdown stops accepting, lets the requests being served end, and
-// closes every connection as it goes idle, or when ctx ends.
+// closes every connection as it goes idle, or when ctx ends. The loops
+// go first: a request on them may still move to the fallback server,
+// which then waits for it.
 func (s *loopServer) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.ln.Close()
-	err := s.fallback.Shutdown(ctx) // keep-alives off, for the loops too
+	s.fallback.SetKeepAlivesEnabled(false) // for the loops too
+	var err error
 	wait := time.Millisecond
 	for err == nil && s.open.Load() > 0 {
 		t := time.NewTimer(wait)
@@ -241,6 +244,9 @@ func (s *loopServer) Shutdown(ctx context.Context) error {
 		}
 		t.Stop()
 		wait = min(2*wait, 100*time.Millisecond)
+	}
+	if err == nil {
+		err = s.fallback.Shutdown(ctx)
 	}
 	s.stop()
 	return err
@@ -742,7 +748,7 @@ func (s *loopServer) handOver(cs *loopClient, note *loopResume) gnet.Action {
 		s.release()
 		return gnet.Close
 	}
-	go s.fallback.ServeConn(&unreadConn{Conn: nc.Conn, unread: nc.unread, release: s.release},
+	s.fallback.Adopt(&unreadConn{Conn: nc.Conn, unread: nc.unread, release: s.release},
 		h1.Handover{Requests: cs.requests, Note: note})
 	return gnet.Close
 }

@@ -3,7 +3,7 @@ package h1
 // For a server that reads and writes its connections itself, on event
 // loops: the same parsers and the same answer heads as this package's
 // server, over byte slices rather than a connection's buffers. What such a
-// server does not take, it hands to this package's server (ServeConn),
+// server does not take, it hands to this package's server (Adopt),
 // which then answers it by all of its rules.
 
 import (
@@ -79,18 +79,19 @@ type Handover struct {
 	Note any
 }
 
-// ServeConn serves one connection, on the calling goroutine, until it
-// closes: a connection an event loop began and hands over, its unread
-// input still to be read from rwc. It closes rwc at once after Shutdown
-// or Close.
-func (s *Server) ServeConn(rwc net.Conn, h Handover) {
+// Adopt serves, on a goroutine of its own, a connection an event loop
+// began and hands over, its unread input still to be read from rwc. It
+// is tracked before Adopt returns, so a Shutdown that begins after waits
+// for it. It reports false, having closed rwc, after Shutdown or Close.
+func (s *Server) Adopt(rwc net.Conn, h Handover) bool {
 	c := newConn(s, rwc)
 	c.requests, c.note = h.Requests, h.Note
 	if !s.trackConn(c) {
 		rwc.Close()
-		return
+		return false
 	}
-	c.serve()
+	go c.serve()
+	return true
 }
 
 // KeepAlives reports whether connections are kept after their answer:
