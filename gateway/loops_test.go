@@ -5,6 +5,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -224,4 +225,113 @@ func TestLoopsDrainAndShutdown(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", gwAddr, time.Second); err == nil {
 		t.Error("the listener still accepts after Shutdown")
 	}
+}
+
+// Many clients at once, each on its own connection, mixing what the
+// loops serve with what they hand over at every point (before the
+// request, at the answer, on an instance's failure), some leaving mid-
+// request and instances closing their connections: every answer read is
+// whole and right, and the server serves on after.
+func TestLoopsUnderChurn(t *testing.T) {
+	upstream := func(name string, resets bool) discovery.Instance {
+		addr, _ := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				var answer string
+				switch req.URL.Path {
+				case "/chunked":
+					answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+				case "/close":
+					answer = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+				case "/reset":
+					if resets {
+						return // no answer: the connection closes
+					}
+					answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+				case "/slow":
+					time.Sleep(20 * time.Millisecond)
+					answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+				default:
+					answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+				}
+				if _, err := io.WriteString(c, answer); err != nil || req.URL.Path == "/close" {
+					return
+				}
+			}
+		})
+		return instance(name, portOf(t, addr), "/")
+	}
+	snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{upstream("a", true), upstream("b", false)}})
+	_, addr, _ := newLoopHarness(t, snap)
+
+	requests := []string{
+		"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /close HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /reset HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	errs := make(chan error, 16)
+	for w := 0; w < 16; w++ {
+		go func() {
+			var err error
+			for i := w; time.Now().Before(deadline) && err == nil; i++ {
+				err = churn(addr, requests, i)
+			}
+			errs <- err
+		}()
+	}
+	for w := 0; w < 16; w++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("after the churn: %s", resp.Status)
+	}
+}
+
+// churn sends a few requests on one connection, pipelining some and
+// leaving early on some, and checks every answer it reads.
+func churn(addr string, requests []string, seed int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i := 0; i < 5; i++ {
+		req := requests[(seed*7+i*3)%len(requests)]
+		if _, err := io.WriteString(c, req); err != nil {
+			return err
+		}
+		if (seed+i)%11 == 0 {
+			return nil // leave with the request in flight
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return fmt.Errorf("%q: %w", strings.Fields(req)[1], err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+			return fmt.Errorf("%q: %s %q (%v)", strings.Fields(req)[1], resp.Status, body, err)
+		}
+		if resp.Close {
+			return nil
+		}
+	}
+	return nil
 }
