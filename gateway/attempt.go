@@ -51,10 +51,16 @@ func classify(resp *http.Response, err error) outcome {
 		return notConnected
 	case err != nil:
 		return failedSent
-	case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable ||
-		resp.StatusCode == http.StatusGatewayTimeout:
+	}
+	return classifyStatus(resp.StatusCode)
+}
+
+// classifyStatus classifies an answer by its status.
+func classifyStatus(status int) outcome {
+	switch {
+	case status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout:
 		return answered5xx
-	case resp.StatusCode >= 500:
+	case status >= 500:
 		return answeredErr
 	}
 	return succeeded
@@ -175,14 +181,22 @@ func (p *Proxy) pick(req *http.Request, ex *exchange, now time.Time) (*balance.E
 		limit:     int64(p.settings.MaxInflightPerInstance),
 	}
 	ep, err := route.picker.Pick(req, f)
-	if f.panicking && ex.attempts == 0 {
-		ex.span.SetAttributes(attrPanic.Bool(true))
-		ex.span.AddEvent("panic mode: ejections ignored")
+	if ex.attempts == 0 {
+		ex.notePanic()
 	}
 	if err != nil && f.atLimit {
 		return nil, errInstanceOverloaded
 	}
 	return ep, err
+}
+
+// notePanic notes on the server span that the route's first pick
+// ignored ejections.
+func (ex *exchange) notePanic() {
+	if ex.filter.panicking {
+		ex.span.SetAttributes(attrPanic.Bool(true))
+		ex.span.AddEvent("panic mode: ejections ignored")
+	}
 }
 
 // pickFilter is what one pick passes over. It lives in the exchange:

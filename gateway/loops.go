@@ -104,6 +104,17 @@ type loopState struct {
 	ticked  atomic.Int64  // when it last ticked, in Unix nanoseconds
 }
 
+// unwait drops lx from the requests whose deadline the loop watches.
+func (l *loopState) unwait(lx *loopExchange) {
+	l.waiting = slices.DeleteFunc(l.waiting, func(w *loopExchange) bool { return w == lx })
+}
+
+// guard keeps a connection from being closed under its own callback:
+// busy while the callback runs, doomed when something closed it then, so
+// the callback's Close action does. gnet closes a connection by its fd,
+// which a connection closed twice may share with a newer one.
+type guard struct{ busy, doomed bool }
+
 // loopClient is a public connection's state.
 type loopClient struct {
 	loop       *loopState
@@ -115,10 +126,7 @@ type loopClient struct {
 	idleSince  time.Time     // when the last answer ended
 	handedOver bool          // to the fallback server
 	closed     bool
-	// busy is true in the connection's own callback, which closes it
-	// (doomed) when it returns: gnet must not close a connection under
-	// its own callback.
-	busy, doomed bool
+	guard
 }
 
 // loopUpstream is an upstream connection's state.
@@ -130,8 +138,7 @@ type loopUpstream struct {
 	pending   []byte // the head to send once connected
 	reused    bool   // taken from the idle pool for cur
 	idleSince time.Time
-	busy      bool // as loopClient's
-	doomed    bool
+	guard
 }
 
 // loopExchange is one request served on a loop.
@@ -192,18 +199,10 @@ func (s *loopServer) serve() error {
 		if s.slots != nil {
 			s.slots <- struct{}{}
 		}
-		c, err := s.ln.Accept()
+		c, err := h1.Accept(s.ln, s.log)
 		if err != nil {
 			if s.closing.Load() {
 				return http.ErrServerClosed
-			}
-			var ne net.Error
-			//lint:ignore SA1019 as h1.Server.Serve: EMFILE and the like pass.
-			if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck
-				s.log.Error("accept failed; retrying", "error", err)
-				s.release()
-				time.Sleep(5 * time.Millisecond)
-				continue
 			}
 			return err
 		}
@@ -375,26 +374,25 @@ func (s *loopServer) forget(cs *loopClient) {
 // the callback does may close the other end of its request, whose
 // OnClose then closes this one by dooming it.
 func (s *loopServer) OnTraffic(c gnet.Conn) gnet.Action {
-	var action gnet.Action
 	switch st := c.Context().(type) {
 	case *loopClient:
 		st.busy = true
-		action = s.request(st)
-		s.maybeTick(st.loop)
-		st.busy = false
-		if st.doomed {
-			action = gnet.Close
-		}
+		return s.endCallback(st.loop, &st.guard, s.request(st))
 	case *loopUpstream:
 		st.busy = true
-		action = s.answer(st)
-		s.maybeTick(st.loop)
-		st.busy = false
-		if st.doomed {
-			action = gnet.Close
-		}
-	default:
-		action = gnet.Close
+		return s.endCallback(st.loop, &st.guard, s.answer(st))
+	}
+	return gnet.Close
+}
+
+// endCallback ends a connection's callback that returned action: the
+// loop ticks if it is time, while closes are still deferred, and a
+// connection doomed meanwhile is closed.
+func (s *loopServer) endCallback(l *loopState, g *guard, action gnet.Action) gnet.Action {
+	s.maybeTick(l)
+	g.busy = false
+	if g.doomed {
+		return gnet.Close
 	}
 	return action
 }
@@ -402,25 +400,22 @@ func (s *loopServer) OnTraffic(c gnet.Conn) gnet.Action {
 // closeClient closes a client connection, when its callback returns if
 // it is under it.
 func (s *loopServer) closeClient(cs *loopClient) {
-	switch {
-	case cs.closed:
-	case cs.busy:
-		cs.doomed = true
-	default:
-		_ = cs.loop.el.Close(cs.conn)
+	if !cs.closed {
+		cs.close(cs.loop.el, cs.conn)
 	}
 }
 
-// closeUpstream closes an upstream connection, as closeClient does.
-func (s *loopServer) closeUpstream(us *loopUpstream) {
-	switch {
-	case us.conn == nil: // closed, or not on the loop yet
-		us.doomed = true
-	case us.busy:
-		us.doomed = true
-	default:
-		_ = us.loop.el.Close(us.conn)
+// closeUpstream closes an upstream connection, as closeClient does; one
+// not on the loop yet is closed as it comes.
+func (s *loopServer) closeUpstream(us *loopUpstream) { us.close(us.loop.el, us.conn) }
+
+// close closes c, or dooms it under its callback or when it is nil.
+func (g *guard) close(el gnet.EventLoop, c gnet.Conn) {
+	if g.busy || c == nil {
+		g.doomed = true
+		return
 	}
+	_ = el.Close(c)
 }
 
 // request serves the next request in the client's input, unless one is
@@ -435,16 +430,15 @@ func (s *loopServer) request(cs *loopClient) gnet.Action {
 	if len(buf) == 0 {
 		return gnet.None
 	}
-	if cs.headSince.IsZero() {
-		cs.headSince = time.Now()
-	}
 	n := h1.HeadLen(buf)
 	switch {
 	case n == 0 && len(buf) < s.maxHead:
-		return gnet.None // the rest of the head is on its way
+		cs.waitHead() // the rest of the head is on its way
+		return gnet.None
 	case c.OutboundBuffered() > 0:
 		// The answer before is still leaving: a request handed over now
 		// would lose it, so none starts until it is gone.
+		cs.waitHead()
 		cs.loop.blocked = append(cs.loop.blocked, cs)
 		return gnet.None
 	case n == 0 || n > s.maxHead:
@@ -457,19 +451,27 @@ func (s *loopServer) request(cs *loopClient) gnet.Action {
 	}
 	r.RemoteAddr = cs.remote
 	l := cs.loop
-	cs.requests++
 	head, ok := s.p.beginOnLoop(lx, l.scratch[:0])
 	if !ok {
-		cs.requests--
 		return s.handOver(cs, nil)
 	}
 	l.scratch = head[:0]
-	lx.closeAfter = lx.closeAfter || !s.fallback.KeepAlives()
+	cs.requests++
+	max := s.p.settings.MaxRequestsPerConn
+	lx.closeAfter = r.Close || !s.fallback.KeepAlives() || max > 0 && cs.requests >= int64(max)
 	cs.cur, cs.headSince = lx, time.Time{}
 	lx.deadline, lx.timeout = attemptDeadline(&lx.ex, lx.attemptAt)
 	l.waiting = append(l.waiting, lx)
 	s.send(lx, head)
 	return gnet.None
+}
+
+// waitHead notes when the head now awaited began to come, for the
+// header timeout.
+func (cs *loopClient) waitHead() {
+	if cs.headSince.IsZero() {
+		cs.headSince = time.Now()
+	}
 }
 
 // attemptDeadline is when an attempt begun at start times out, and which
@@ -546,7 +548,7 @@ func (s *loopServer) answer(us *loopUpstream) gnet.Action {
 		}
 		resp := h1.ParseAnswer(buf[:n], &lx.ex.out, &lx.relay)
 		if resp == nil || resp.Header != nil || lx.relay.Length > loopMaxAnswer ||
-			classify(resp, nil) == answered5xx {
+			classifyStatus(resp.StatusCode) == answered5xx {
 			return s.handOverAnswer(lx, us)
 		}
 		l := lx.cs.loop
@@ -554,7 +556,7 @@ func (s *loopServer) answer(us *loopUpstream) gnet.Action {
 		// The body then streams for as long as it flows: the deadline is
 		// its idle timeout, from every piece, as on the goroutine path.
 		if !lx.idleFrom(lx.headAt) {
-			l.waiting = slices.DeleteFunc(l.waiting, func(w *loopExchange) bool { return w == lx })
+			l.unwait(lx)
 		}
 		lx.answered, lx.left, lx.upCloses = true, lx.relay.Length, resp.Close
 		// The head and what came of the body go in one write: one
@@ -578,15 +580,13 @@ func (s *loopServer) answer(us *loopUpstream) gnet.Action {
 		if lx.cs.closed {
 			return gnet.Close
 		}
-	}
-	if lx.left > 0 {
 		lx.idleFrom(time.Now())
 	}
 	if lx.left > 0 {
 		return gnet.None
 	}
 	l := lx.cs.loop
-	l.waiting = slices.DeleteFunc(l.waiting, func(w *loopExchange) bool { return w == lx })
+	l.unwait(lx)
 	us.cur, lx.up = nil, nil
 	s.p.finishOnLoop(lx, lx.relay.Code, true)
 	// It closes after this answer, or said more than it: else it is
@@ -638,14 +638,14 @@ func (s *loopServer) attemptFailed(lx *loopExchange, us *loopUpstream, err error
 			return
 		}
 	}
-	l.waiting = slices.DeleteFunc(l.waiting, func(w *loopExchange) bool { return w == lx })
+	l.unwait(lx)
 	s.handOverClient(lx, nil, err)
 }
 
 // clientLeft ends a request whose client left.
 func (s *loopServer) clientLeft(lx *loopExchange) {
 	l := lx.cs.loop
-	l.waiting = slices.DeleteFunc(l.waiting, func(w *loopExchange) bool { return w == lx })
+	l.unwait(lx)
 	if us := lx.up; us != nil {
 		us.cur, lx.up = nil, nil
 		s.closeUpstream(us) // its answer is not wanted
@@ -660,7 +660,7 @@ func (s *loopServer) clientLeft(lx *loopExchange) {
 // abort ends a request whose answer was cut short: so is the client's.
 func (s *loopServer) abort(lx *loopExchange) {
 	l := lx.cs.loop
-	l.waiting = slices.DeleteFunc(l.waiting, func(w *loopExchange) bool { return w == lx })
+	l.unwait(lx)
 	s.p.finishOnLoop(lx, lx.relay.Code, true)
 	lx.cs.cur = nil
 	s.closeClient(lx.cs)
@@ -673,8 +673,8 @@ func (s *loopServer) maybeTick(l *loopState) {
 	}
 }
 
-// tick fails the requests whose deadline passed, and every
-// loopSweepEvery ticks closes idle connections.
+// tick fails the requests whose deadline passed, and every sweepEvery
+// closes idle connections.
 func (s *loopServer) tick(l *loopState, now time.Time) {
 	l.ticked.Store(now.UnixNano())
 	var expired []*loopExchange
@@ -685,7 +685,6 @@ func (s *loopServer) tick(l *loopState, now time.Time) {
 	}
 	for _, lx := range expired {
 		if lx.answered { // its body stalled: cut, as on the goroutine path
-			l.waiting = slices.DeleteFunc(l.waiting, func(w *loopExchange) bool { return w == lx })
 			if us := lx.up; us != nil {
 				us.cur, lx.up = nil, nil
 				s.closeUpstream(us)
@@ -748,8 +747,8 @@ func (s *loopServer) handOver(cs *loopClient, note *loopResume) gnet.Action {
 		s.release()
 		return gnet.Close
 	}
-	s.fallback.Adopt(&unreadConn{Conn: nc.Conn, unread: nc.unread, release: s.release},
-		h1.Handover{Requests: cs.requests, Note: note})
+	nc.release = s.release
+	s.fallback.Adopt(nc, h1.Handover{Requests: cs.requests, Note: note})
 	return gnet.Close
 }
 
@@ -771,7 +770,7 @@ func (s *loopServer) handOverClient(lx *loopExchange, up net.Conn, err error) {
 func (s *loopServer) handOverAnswer(lx *loopExchange, us *loopUpstream) gnet.Action {
 	us.cur, lx.up = nil, nil
 	l := lx.cs.loop
-	l.waiting = slices.DeleteFunc(l.waiting, func(w *loopExchange) bool { return w == lx })
+	l.unwait(lx)
 	nc, err := detach(us.conn)
 	if err != nil {
 		s.handOverClient(lx, nil, err)
@@ -859,24 +858,20 @@ func (p *Proxy) beginOnLoop(lx *loopExchange, dst []byte) ([]byte, bool) {
 	ex.route, ex.trusted, ex.start, ex.bodyOK, ex.timed = route, trusted, start, true, true
 	ex.deadline = start.Add(route.policy.timeout)
 	ex.tried = ex.triedBuf[:0]
+	// As in ServeHTTP, before the outgoing request's forwarding headers
+	// are set: the peer's are dropped first.
+	dropUntrustedHeaders(r.Header, trusted)
 	// The instance is picked before the spans start: a request handed
 	// over here starts its own.
 	out := p.outgoing(r, ex)
-	ep, err := p.pick(out, ex, p.gw.at(start))
+	now := p.gw.at(start)
+	ep, err := p.pick(out, ex, now)
 	if err != nil {
 		return dst, false
 	}
 	ctx, span := p.startServerSpan(r, trusted)
 	ex.Context, ex.span = ctx, span
-	if ex.filter.panicking {
-		span.SetAttributes(attrPanic.Bool(true))
-		span.AddEvent("panic mode: ejections ignored")
-	}
-	if !trusted {
-		delete(r.Header, "Forwarded")
-		delete(r.Header, "X-Real-Ip")
-	}
-	sanitizeConnection(r.Header)
+	ex.notePanic()
 	out.URL.Host = ep.Addr
 	ex.tried = append(ex.tried, ep)
 	ex.attempts++
@@ -893,12 +888,8 @@ func (p *Proxy) beginOnLoop(lx *loopExchange, dst []byte) ([]byte, bool) {
 		span.End()
 		return dst, false
 	}
-	lx.closeAfter = r.Close
-	if max := p.settings.MaxRequestsPerConn; max > 0 && lx.cs.requests >= int64(max) {
-		lx.closeAfter = true
-	}
 	route.state.inflight.Add(1)
-	route.state.budget.request(p.gw.at(start))
+	route.state.budget.request(now)
 	lx.attemptAt = start
 	ep.Stats.Begin()
 	return head, true
@@ -941,17 +932,6 @@ func (p *Proxy) finishOnLoop(lx *loopExchange, status int, answered bool) {
 	ex.span.End()
 	p.gw.metrics.observeRequest(ex, route, r.Method, status, ex.start)
 	p.logRequest(ex, r, ex, status, ex.start)
-}
-
-// classifyStatus is classify for an answer with this status.
-func classifyStatus(status int) outcome {
-	switch {
-	case status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout:
-		return answered5xx
-	case status >= 500:
-		return answeredErr
-	}
-	return succeeded
 }
 
 // gnetLogger passes gnet's log lines to the server's logger; its notes

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/hopgate/hopgate/discovery"
-	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
@@ -24,26 +22,15 @@ import (
 // edge tests' (forEachServer runs them on the loops too) and, with
 // -event-loops, the whole package's.
 
-// newLoopServer serves snap on event loops, spans recorded; it returns
-// the server and its address.
+// newLoopHarness serves snap on event loops as newEdgeHarness does; it
+// returns the server, its address and its spans.
 func newLoopHarness(t *testing.T, snap *discovery.Snapshot) (*PublicServer, string, *tracetest.SpanRecorder) {
 	t.Helper()
-	spans := tracetest.NewSpanRecorder()
-	gw := New(Options{Settings: roundRobinSettings()})
-	gw.Apply(snap)
-	p := NewProxy(gw, ProxyOptions{TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)),
-		Propagator: propagation.TraceContext{}})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewPublicServer(ln, p, DefaultServerSettings, PublicOptions{EventLoops: true})
-	if _, ok := srv.srv.(*loopServer); !ok {
+	h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings, PublicOptions{EventLoops: true})
+	if !h.srv.EventLoops() {
 		t.Fatal("the public server is not on event loops")
 	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
-	return srv, ln.Addr().String(), spans
+	return h.srv, h.addr, h.spans
 }
 
 // Requests the loops serve, requests they hand over before they start

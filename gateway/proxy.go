@@ -273,13 +273,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if resumed != nil && err == nil {
 		route = resumed.route // the table may have changed since
 	}
-	if !trusted {
-		// Forwarding headers from an untrusted peer are replaced by the
-		// gateway's own (httputil.ReverseProxy does so for X-Forwarded-*).
-		delete(r.Header, "Forwarded")
-		delete(r.Header, "X-Real-Ip")
-	}
-	sanitizeConnection(r.Header)
+	dropUntrustedHeaders(r.Header, trusted)
 
 	// One allocation for the request's state, its response recorder and
 	// its first attempts.
@@ -305,6 +299,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ex.aborted {
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// dropUntrustedHeaders removes what a request's peer may not say: the
+// forwarding headers of an untrusted peer, which the gateway's own
+// replace (httputil.ReverseProxy does so for X-Forwarded-*), and the
+// Connection tokens that would drop the gateway's headers.
+func dropUntrustedHeaders(h http.Header, trusted bool) {
+	if !trusted {
+		delete(h, "Forwarded")
+		delete(h, "X-Real-Ip")
+	}
+	sanitizeConnection(h)
 }
 
 // recordServerSpan names the server span for r, answered with status,

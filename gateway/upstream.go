@@ -502,8 +502,8 @@ type watchedConn struct {
 // writeRequest writes the request line, headers and body in one flush.
 func (c *upstreamConn) writeRequest(req *http.Request) error {
 	w := c.bw
-	// The head is formatted in the buffer's own free space: written, it
-	// is not copied again.
+	// The head is formatted in the buffer's own free space, where
+	// writing it leaves it.
 	head, err := appendRequestHead(w.AvailableBuffer(), req)
 	if err != nil {
 		return err

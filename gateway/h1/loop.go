@@ -43,19 +43,8 @@ func ParseAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.Respon
 // the status line, the lines kept, a Date when the instance sent none,
 // the length, and Connection: close when the connection ends after it.
 func AppendRelayHead(dst []byte, head *AnswerHead, closeAfter bool) []byte {
-	dst = append(dst, "HTTP/1.1 "...)
-	dst = strconv.AppendInt(dst, int64(head.Code), 10)
-	dst = append(dst, ' ')
-	if text := http.StatusText(head.Code); text != "" {
-		dst = append(dst, text...)
-	} else {
-		dst = append(dst, "status code "...)
-		dst = strconv.AppendInt(dst, int64(head.Code), 10)
-	}
-	dst = append(dst, "\r\n"...)
-	for _, r := range head.runs[:head.nruns] {
-		dst = append(dst, head.lines[r.from:r.to]...)
-	}
+	dst = appendStatusLine(dst, true, head.Code)
+	dst = head.appendLines(dst)
 	if !head.hasDate {
 		dst = append(dst, "Date: "...)
 		dst = append(dst, httpDate()...)

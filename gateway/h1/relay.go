@@ -103,11 +103,20 @@ func (a *AnswerHead) Header() http.Header {
 	return h
 }
 
-// writeLines writes the lines passed on.
+// writeLines writes the lines passed on, through bw's buffer as they
+// come (appendLines would need room for all of them at once).
 func (a *AnswerHead) writeLines(bw *bufio.Writer) {
 	for _, r := range a.runs[:a.nruns] {
 		bw.WriteString(a.lines[r.from:r.to])
 	}
+}
+
+// appendLines appends the lines passed on.
+func (a *AnswerHead) appendLines(dst []byte) []byte {
+	for _, r := range a.runs[:a.nruns] {
+		dst = append(dst, a.lines[r.from:r.to]...)
+	}
+	return dst
 }
 
 // RelayHead begins the answer with an instance's head as

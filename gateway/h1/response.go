@@ -325,20 +325,26 @@ func hasTrailerPrefix(h http.Header) bool {
 
 func (w *response) writeStatusLine(code int) {
 	bw := w.bw()
-	if w.req.ProtoAtLeast(1, 1) {
-		bw.WriteString("HTTP/1.1 ")
+	bw.Write(appendStatusLine(bw.AvailableBuffer(), w.req.ProtoAtLeast(1, 1), code))
+}
+
+// appendStatusLine appends the status line of an answer with code, in
+// HTTP/1.1 or HTTP/1.0.
+func appendStatusLine(dst []byte, http11 bool, code int) []byte {
+	if http11 {
+		dst = append(dst, "HTTP/1.1 "...)
 	} else {
-		bw.WriteString("HTTP/1.0 ")
+		dst = append(dst, "HTTP/1.0 "...)
 	}
-	writeInt(bw, int64(code), 10)
-	bw.WriteByte(' ')
+	dst = strconv.AppendInt(dst, int64(code), 10)
+	dst = append(dst, ' ')
 	if text := http.StatusText(code); text != "" {
-		bw.WriteString(text)
+		dst = append(dst, text...)
 	} else {
-		bw.WriteString("status code ")
-		writeInt(bw, int64(code), 10)
+		dst = append(dst, "status code "...)
+		dst = strconv.AppendInt(dst, int64(code), 10)
 	}
-	bw.WriteString("\r\n")
+	return append(dst, "\r\n"...)
 }
 
 // writeInt writes v in base to bw, formatted in bw's own free space: a

@@ -80,30 +80,38 @@ func (s *Server) Serve(ln net.Listener) error {
 		return http.ErrServerClosed
 	}
 	defer s.untrack(ln)
-	var backoff time.Duration
 	for {
-		rwc, err := ln.Accept()
+		rwc, err := Accept(ln, s.logger())
 		if err != nil {
 			if s.closed.Load() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			//lint:ignore SA1019 Go's server backs off on the same errors (EMFILE and the like).
-			if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logger().Error("accept failed; retrying", "error", err, "in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
 			return err
 		}
-		backoff = 0
 		c := newConn(s, rwc)
 		if !s.trackConn(c) {
 			rwc.Close()
 			return http.ErrServerClosed
 		}
 		go c.serve()
+	}
+}
+
+// Accept accepts the next connection on ln. It retries, backing off and
+// logging to log, on the errors Go's server retries (EMFILE and the
+// like), and returns any other.
+func Accept(ln net.Listener, log hclog.Logger) (net.Conn, error) {
+	var backoff time.Duration
+	for {
+		rwc, err := ln.Accept()
+		var ne net.Error
+		//lint:ignore SA1019 Go's server backs off on the same errors.
+		if err == nil || !errors.As(err, &ne) || !ne.Temporary() { //nolint:staticcheck
+			return rwc, err
+		}
+		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+		log.Error("accept failed; retrying", "error", err, "in", backoff)
+		time.Sleep(backoff)
 	}
 }
 
