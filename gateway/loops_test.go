@@ -5,6 +5,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,8 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hopgate/hopgate/discovery"
+	"github.com/panjf2000/gnet/v2"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/hopgate/hopgate/discovery"
 )
 
 // The event-loop data path's own promises. Its HTTP behaviour is the
@@ -321,4 +324,93 @@ func churn(addr string, requests []string, seed int) error {
 		}
 	}
 	return nil
+}
+
+// A client whose connection fails while its answer is written, inside
+// the instance connection's callback, ends its request there: gnet then
+// closes the client at once, and its OnClose closes the instance's
+// connection. That close must wait for the callback's own Close action:
+// gnet closes by fd, and a second close could take a newer connection on
+// the same fd. The order only happens inside one epoll batch, so this
+// drives the callbacks by hand, with gnet's part scripted.
+func TestLoopsNeverCloseUnderACallback(t *testing.T) {
+	snap := snapshot(&discovery.Service{Name: "app", Instances: []discovery.Instance{instance("app-1", 1, "/")}})
+	h := newEdgeHarness(t, snap, roundRobinSettings(), DefaultServerSettings, PublicOptions{EventLoops: true})
+	s := h.srv.srv.(*loopServer)
+	el := &scriptedLoop{}
+	client := &scriptedConn{loop: el, in: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")}
+	s.OnOpen(client)
+	l := client.ctx.(*loopClient).loop
+	// A kept-alive connection to the instance, so nothing is dialled.
+	addr := h.gw.Table().Match("x", "/").Endpoints[0].Addr
+	up := &scriptedConn{loop: el}
+	up.ctx = &loopUpstream{loop: l, addr: addr, conn: up}
+	l.idle[addr] = []gnet.Conn{up}
+
+	if a := s.OnTraffic(client); a != gnet.None {
+		t.Fatalf("the request's callback returned %v", a)
+	}
+	if !strings.HasPrefix(string(up.out), "GET / HTTP/1.1\r\n") {
+		t.Fatalf("sent to the instance: %q", up.out)
+	}
+	up.in = []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	client.write = func([]byte) (int, error) {
+		err := errors.New("connection reset by peer")
+		s.OnClose(client, err) // as gnet does when a write fails
+		return 0, err
+	}
+	if a := s.OnTraffic(up); a != gnet.Close {
+		t.Errorf("the answer's callback returned %v, want Close", a)
+	}
+	for _, c := range el.closed {
+		if c == up {
+			t.Error("the instance's connection was closed under its own callback")
+		}
+	}
+	if n := len(h.spans.Ended()); n != 2 {
+		t.Errorf("%d spans ended, want the request's two, once", n)
+	}
+}
+
+// scriptedLoop is a gnet.EventLoop that records what it is asked to
+// close; a scriptedConn, a gnet.Conn over byte slices.
+type scriptedLoop struct {
+	gnet.EventLoop
+	closed []gnet.Conn
+}
+
+func (l *scriptedLoop) Close(c gnet.Conn) error {
+	l.closed = append(l.closed, c)
+	return nil
+}
+
+type scriptedConn struct {
+	gnet.Conn
+	loop    *scriptedLoop
+	ctx     any
+	in, out []byte
+	write   func([]byte) (int, error) // when set, in place of appending to out
+}
+
+func (c *scriptedConn) EventLoop() gnet.EventLoop { return c.loop }
+func (c *scriptedConn) Context() any              { return c.ctx }
+func (c *scriptedConn) SetContext(ctx any)        { c.ctx = ctx }
+func (c *scriptedConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+}
+func (c *scriptedConn) Peek(int) ([]byte, error) { return c.in, nil }
+func (c *scriptedConn) InboundBuffered() int     { return len(c.in) }
+func (c *scriptedConn) OutboundBuffered() int    { return 0 }
+
+func (c *scriptedConn) Discard(n int) (int, error) {
+	c.in = c.in[n:]
+	return n, nil
+}
+
+func (c *scriptedConn) Write(p []byte) (int, error) {
+	if c.write != nil {
+		return c.write(p)
+	}
+	c.out = append(c.out, p...)
+	return len(p), nil
 }
