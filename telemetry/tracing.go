@@ -6,7 +6,9 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"strconv"
 
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
@@ -45,6 +47,10 @@ func Setup(ctx context.Context, opts Options) (shutdown func(context.Context) er
 	if os.Getenv("OTEL_SDK_DISABLED") == "true" || !exporterConfigured() {
 		return off()
 	}
+	batchOpts, err := batching()
+	if err != nil {
+		return nil, err
+	}
 	exp, err := autoexport.NewSpanExporter(ctx)
 	if err != nil {
 		return nil, err
@@ -68,11 +74,48 @@ func Setup(ctx context.Context, opts Options) (shutdown func(context.Context) er
 	// The sampler comes from OTEL_TRACES_SAMPLER(_ARG) and the batching from
 	// OTEL_BSP_*: the SDK reads both when no option overrides them.
 	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exp),
+		sdktrace.WithBatcher(exp, batchOpts...),
 		sdktrace.WithResource(res),
 	)
 	otel.SetTracerProvider(tp)
 	return tp.Shutdown, nil
+}
+
+// Batching for a process that makes spans by the ten thousand a second,
+// as a gateway does: two per request. The SDK's defaults (a queue of 2048,
+// batches of 512) drop spans silently once the queue fills while an
+// export is under way; measured flat out on two cores beside a local
+// Jaeger, they lost 6-12% of a gateway's spans. This queue holds a few
+// hundred milliseconds of them at such rates (at most about 10 MB), and
+// the larger batches cost the collector less per span.
+const (
+	maxQueueSize       = 8192
+	maxExportBatchSize = 2048
+)
+
+// batching returns hopgate's batching options, or none when the
+// environment sets either size: then the SDK's rules apply to both, so
+// the two never disagree. A size that is set must be a positive number:
+// the SDK would quietly use its default in place of a typo.
+func batching() ([]sdktrace.BatchSpanProcessorOption, error) {
+	set := false
+	for _, k := range []string{"OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"} {
+		v := os.Getenv(k)
+		if v == "" {
+			continue
+		}
+		if n, err := strconv.Atoi(v); err != nil || n <= 0 {
+			return nil, fmt.Errorf("%s=%q: want a positive number of spans", k, v)
+		}
+		set = true
+	}
+	if set {
+		return nil, nil
+	}
+	return []sdktrace.BatchSpanProcessorOption{
+		sdktrace.WithMaxQueueSize(maxQueueSize),
+		sdktrace.WithMaxExportBatchSize(maxExportBatchSize),
+	}, nil
 }
 
 // exporterConfigured reports whether the environment asks for trace export
