@@ -117,12 +117,23 @@ type target struct {
 	cpu    *proc   // the process whose tree's CPU is measured
 	rounds []round // flat out
 	paced  []round // at the same offered load
+	// For a traced hopgate: the collector its spans go to, whose CPU is
+	// measured beside it, and its admin address, for the spans it made.
+	collector *collector
+	admin     string
+}
+
+// collector is the Jaeger the traced rows export to.
+type collector struct {
+	*proc
+	metrics string // its own metrics' URL: the spans it accepted
 }
 
 type round struct {
 	wrk    wrkResult
 	cpuUS  float64 // proxy CPU µs per request
 	upUS   float64 // both upstreams' CPU µs per request
+	collUS float64 // the collector's CPU µs per request, for a traced row
 	failed error
 }
 
@@ -234,11 +245,12 @@ func run(ctx context.Context, o options) error {
 		if strings.HasPrefix(name, "goroutines ") {
 			flags = []string{"-event-loops=false"}
 		}
-		p, url, err := startHopgate(ctx, ps, bin, name, consulAddr, lb, flags, append(gomaxprocs, env...))
+		p, url, admin, err := startHopgate(ctx, ps, bin, name, consulAddr, lb, flags, append(gomaxprocs, env...))
 		if err != nil {
 			return err
 		}
 		add(name, url, p)
+		targets[len(targets)-1].admin = admin
 		return nil
 	}
 	hop := func(name string, lb string, env ...string) error { return hopWith(hopgate, name, lb, env...) }
@@ -258,8 +270,10 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	var coll *collector
 	if jaeger != "" {
-		otlp, err := startJaeger(ctx, ps, jaeger, o.jaegerConfig)
+		var otlp string
+		coll, otlp, err = startJaeger(ctx, ps, jaeger, o.jaegerConfig)
 		if err != nil {
 			return err
 		}
@@ -269,10 +283,12 @@ func run(ctx context.Context, o options) error {
 		if err := hop("hopgate rr+trace", "round_robin", traced...); err != nil {
 			return err
 		}
+		targets[len(targets)-1].collector = coll
 		if o.compare != "" {
 			if err := hopWith(o.compare, "compare rr+trace", "round_robin", traced...); err != nil {
 				return err
 			}
+			targets[len(targets)-1].collector = coll
 		}
 	}
 	add("direct", fmt.Sprintf("http://127.0.0.1:%d/", ports[0]), ups[0])
@@ -291,6 +307,11 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.perf != "" {
 		if err := profile(ctx, o, targets); err != nil {
+			return err
+		}
+	}
+	if coll != nil {
+		if err := countSpans(ctx, targets, coll); err != nil {
 			return err
 		}
 	}
@@ -358,8 +379,12 @@ func runRounds(ctx context.Context, o options, targets []*target, ups []*proc, t
 				fmt.Printf("  round %d %-17s FAILED: %v\n", r, t.name, rd.failed)
 				continue
 			}
-			fmt.Printf("  round %d %-17s %8.0f req/s  p50 %-9v p99 %-9v cpu %6.1f µs/req  upstreams %5.1f µs/req  errors %d\n",
-				r, t.name, rd.wrk.RPS, rd.wrk.P50.Round(time.Microsecond), rd.wrk.P99.Round(time.Microsecond), rd.cpuUS, rd.upUS, rd.wrk.Errors)
+			coll := ""
+			if t.collector != nil {
+				coll = fmt.Sprintf("  collector %5.1f µs/req", rd.collUS)
+			}
+			fmt.Printf("  round %d %-17s %8.0f req/s  p50 %-9v p99 %-9v cpu %6.1f µs/req  upstreams %5.1f µs/req  errors %d%s\n",
+				r, t.name, rd.wrk.RPS, rd.wrk.P50.Round(time.Microsecond), rd.wrk.P99.Round(time.Microsecond), rd.cpuUS, rd.upUS, rd.wrk.Errors, coll)
 		}
 	}
 	fmt.Println()
@@ -376,10 +401,10 @@ func measure(ctx context.Context, o options, t *target, ups []*proc, tck float64
 		}
 	}
 	cpu0, err0 := treeTicks(t.pid())
-	up0 := upTicks(ups)
+	up0, coll0 := upTicks(ups), collectorTicks(t)
 	out, err := runWrk(ctx, o, t.url, o.duration, script)
 	cpu1, err1 := treeTicks(t.pid())
-	up1 := upTicks(ups)
+	up1, coll1 := upTicks(ups), collectorTicks(t)
 	if err != nil {
 		return round{failed: err}
 	}
@@ -400,8 +425,18 @@ func measure(ctx context.Context, o options, t *target, ups []*proc, tck float64
 	if w.Requests > 0 {
 		rd.cpuUS = float64(cpu1-cpu0) / tck * 1e6 / float64(w.Requests)
 		rd.upUS = float64(up1-up0) / tck * 1e6 / float64(w.Requests)
+		rd.collUS = float64(coll1-coll0) / tck * 1e6 / float64(w.Requests)
 	}
 	return rd
+}
+
+// collectorTicks is the CPU time of t's collector so far, if it has one.
+func collectorTicks(t *target) uint64 {
+	if t.collector == nil {
+		return 0
+	}
+	n, _ := treeTicks(t.collector.pid())
+	return n
 }
 
 // profile runs wrk once more at the -perf-row with perf recording it.
@@ -464,12 +499,13 @@ func printTable(w io.Writer, targets []*target, paced bool) {
 	type row struct {
 		rps, p50, p99, cpu, up float64
 		perUp                  float64 // CPU per request over the upstreams'
+		coll                   float64 // the collector's CPU per request
 		errors                 int64
 		n                      int
 	}
 	rows := map[string]row{}
 	for _, t := range targets {
-		var rps, p50, p99, cpu, up, perUp []float64
+		var rps, p50, p99, cpu, up, perUp, coll []float64
 		var r row
 		rounds := t.rounds
 		if paced {
@@ -484,13 +520,14 @@ func printTable(w io.Writer, targets []*target, paced bool) {
 			p99 = append(p99, float64(rd.wrk.P99))
 			cpu = append(cpu, rd.cpuUS)
 			up = append(up, rd.upUS)
+			coll = append(coll, rd.collUS)
 			if rd.upUS > 0 {
 				perUp = append(perUp, rd.cpuUS/rd.upUS)
 			}
 			r.errors += rd.wrk.Errors
 			r.n++
 		}
-		r.rps, r.p50, r.p99, r.cpu, r.up, r.perUp = median(rps), median(p50), median(p99), median(cpu), median(up), median(perUp)
+		r.rps, r.p50, r.p99, r.cpu, r.up, r.perUp, r.coll = median(rps), median(p50), median(p99), median(cpu), median(up), median(perUp), median(coll)
 		rows[t.name] = r
 	}
 	base := rows["haproxy"]
@@ -519,6 +556,10 @@ func printTable(w io.Writer, targets []*target, paced bool) {
 		if off, on := rows["hopgate rr"], rows["hopgate rr+trace"]; on.n > 0 && off.rps > 0 {
 			fmt.Fprintf(w, "tracing on (every request sampled) vs off, hopgate rr: %.2f× req/s, %.2f× CPU/req (target ≥0.75× req/s)\n",
 				on.rps/off.rps, on.cpu/off.cpu)
+			// The collector runs on the same CPUs as everything else:
+			// what it spends per request, the proxies cannot.
+			fmt.Fprintf(w, "the collector (Jaeger), taking hopgate rr+trace's spans: %.1f µs/req of CPU, %s of haproxy's whole CPU per request\n",
+				on.coll, ratio(on.coll, base.cpu))
 		}
 	}
 	// A busy neighbour slows every process alike, so a proxy's CPU over
@@ -636,10 +677,10 @@ func register(ctx context.Context, consulAddr, id string, port int) error {
 	return nil
 }
 
-func startHopgate(ctx context.Context, ps *procs, bin, name, consulAddr, lb string, flags, env []string) (*proc, string, error) {
+func startHopgate(ctx context.Context, ps *procs, bin, name, consulAddr, lb string, flags, env []string) (p *proc, url, admin string, err error) {
 	pp, err := freePorts(2)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	args := []string{"-listen", fmt.Sprintf("127.0.0.1:%d", pp[0]), "-admin", fmt.Sprintf("127.0.0.1:%d", pp[1]),
 		"-access-log=false", "-drain", "0s", "-shutdown-timeout", "2s"}
@@ -647,12 +688,13 @@ func startHopgate(ctx context.Context, ps *procs, bin, name, consulAddr, lb stri
 		args = append(args, "-lb", lb)
 	}
 	args = append(args, flags...)
-	p, err := ps.start(strings.ReplaceAll(name, " ", "-"), cleanEnv(append(env, "CONSUL_HTTP_ADDR="+consulAddr)...), bin, args...)
+	p, err = ps.start(strings.ReplaceAll(name, " ", "-"), cleanEnv(append(env, "CONSUL_HTTP_ADDR="+consulAddr)...), bin, args...)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	// Ready once /routes shows the route to both instances.
-	err = waitFor(ctx, p, fmt.Sprintf("http://127.0.0.1:%d/routes", pp[1]), 20*time.Second, func(b string) bool {
+	admin = fmt.Sprintf("127.0.0.1:%d", pp[1])
+	err = waitFor(ctx, p, "http://"+admin+"/routes", 20*time.Second, func(b string) bool {
 		var doc struct {
 			Ready  bool `json:"ready"`
 			Routes []struct {
@@ -662,28 +704,32 @@ func startHopgate(ctx context.Context, ps *procs, bin, name, consulAddr, lb stri
 		return json.Unmarshal([]byte(b), &doc) == nil && doc.Ready && len(doc.Routes) == 1 && len(doc.Routes[0].Instances) == 2
 	})
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
-	url := fmt.Sprintf("http://127.0.0.1:%d/", pp[0])
-	return p, url, waitFor(ctx, p, url, 10*time.Second, func(b string) bool { return strings.HasPrefix(b, "Hello from ") })
+	url = fmt.Sprintf("http://127.0.0.1:%d/", pp[0])
+	return p, url, admin, waitFor(ctx, p, url, 10*time.Second, func(b string) bool { return strings.HasPrefix(b, "Hello from ") })
 }
 
-func startJaeger(ctx context.Context, ps *procs, bin, config string) (string, error) {
-	pp, err := freePorts(5)
+// startJaeger starts the collector for the traced rows, with its own
+// metrics on, and returns it and its OTLP/HTTP address.
+func startJaeger(ctx context.Context, ps *procs, bin, config string) (*collector, string, error) {
+	pp, err := freePorts(6)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	p, err := ps.start("jaeger", cleanEnv(
 		"JAEGER_LOG_LEVEL=warn", "JAEGER_LISTEN_HOST=127.0.0.1",
 		"JAEGER_QUERY_PORT="+strconv.Itoa(pp[0]), "JAEGER_OTLP_HTTP_PORT="+strconv.Itoa(pp[1]),
 		"JAEGER_QUERY_GRPC_PORT="+strconv.Itoa(pp[2]), "JAEGER_OTLP_GRPC_PORT="+strconv.Itoa(pp[3]),
-		"JAEGER_HEALTH_PORT="+strconv.Itoa(pp[4])), bin, "--config", config)
+		"JAEGER_HEALTH_PORT="+strconv.Itoa(pp[4]),
+		"JAEGER_METRICS_LEVEL=basic", "JAEGER_METRICS_PORT="+strconv.Itoa(pp[5])), bin, "--config", config)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	err = waitFor(ctx, p, fmt.Sprintf("http://127.0.0.1:%d/api/services", pp[0]), 30*time.Second,
 		func(string) bool { return true })
-	return fmt.Sprintf("127.0.0.1:%d", pp[1]), err
+	c := &collector{proc: p, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", pp[5])}
+	return c, fmt.Sprintf("127.0.0.1:%d", pp[1]), err
 }
 
 func cpuModel() string {

@@ -172,3 +172,30 @@ func median(xs []float64) float64 {
 	}
 	return (s[n/2-1] + s[n/2]) / 2
 }
+
+// sumSamples adds up the samples of the named metrics in Prometheus's
+// text format, over all their labels.
+func sumSamples(text string, names ...string) float64 {
+	var sum float64
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, rest, _ := strings.Cut(line, " ")
+		if i := strings.IndexByte(line, '{'); i >= 0 && i < len(name) {
+			name = line[:i]
+			// Label values may hold spaces: the value follows the '}'.
+			if j := strings.LastIndexByte(line, '}'); j > i {
+				rest = strings.TrimSpace(line[j+1:])
+			}
+		}
+		if !slices.Contains(names, name) {
+			continue
+		}
+		value, _, _ := strings.Cut(strings.TrimSpace(rest), " ") // a timestamp may follow
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}

@@ -105,3 +105,24 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+func TestSumSamples(t *testing.T) {
+	text := `# HELP hopgate_requests_total Requests answered.
+# TYPE hopgate_requests_total counter
+hopgate_requests_total{code="2xx",method="GET",route="/"} 165461
+hopgate_requests_total{code="4xx",method="GET",route="/ a}b"} 80
+hopgate_requests_total_other 5
+hopgate_upstream_attempts_total{instance="u1",outcome="ok"} 82725 1700000000000
+hopgate_upstream_attempts_total 1e3
+otelcol_receiver_accepted_spans_total{receiver="otlp",transport="http"} 8
+`
+	if got := sumSamples(text, "hopgate_requests_total", "hopgate_upstream_attempts_total"); got != 165461+80+82725+1000 {
+		t.Errorf("sum = %v", got)
+	}
+	if got := sumSamples(text, "otelcol_receiver_accepted_spans_total"); got != 8 {
+		t.Errorf("accepted = %v", got)
+	}
+	if got := sumSamples(text, "missing"); got != 0 {
+		t.Errorf("missing = %v", got)
+	}
+}

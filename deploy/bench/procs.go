@@ -46,6 +46,19 @@ func (p *proc) tail() string {
 	return strings.Join(lines, "\n")
 }
 
+// stop sends SIGTERM to the process's group and reports whether it
+// exited within grace; it is killed if not.
+func (p *proc) stop(grace time.Duration) bool {
+	_ = syscall.Kill(-p.pid(), syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return true
+	case <-time.After(grace):
+		_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+		return false
+	}
+}
+
 // procs is every process started, for cleanup.
 type procs struct {
 	dir  string
