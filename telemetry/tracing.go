@@ -72,7 +72,8 @@ func Setup(ctx context.Context, opts Options) (shutdown func(context.Context) er
 		return nil, err
 	}
 	// The sampler comes from OTEL_TRACES_SAMPLER(_ARG) and the batching from
-	// OTEL_BSP_*: the SDK reads both when no option overrides them.
+	// OTEL_BSP_*, which the SDK reads; the batch sizes are hopgate's when
+	// neither is set (batching).
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp, batchOpts...),
 		sdktrace.WithResource(res),
