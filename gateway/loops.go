@@ -122,6 +122,7 @@ type loopClient struct {
 	remote     string
 	requests   int64
 	cur        *loopExchange // the request being served
+	spare      *loopExchange // the last one served, for the next to reuse
 	headSince  time.Time     // when the head being read began; zero when none is
 	idleSince  time.Time     // when the last answer ended
 	handedOver bool          // to the fallback server
@@ -150,6 +151,7 @@ type loopExchange struct {
 	headLen    int // of the request, left in the client's input until the end
 	closeAfter bool
 	relay      h1.AnswerHead
+	resp       http.Response // the answer's head, parsed
 	answered   bool
 	upCloses   bool  // the instance closes its connection after the answer
 	left       int64 // body bytes still to relay
@@ -444,8 +446,18 @@ func (s *loopServer) request(cs *loopClient) gnet.Action {
 	case n == 0 || n > s.maxHead:
 		return s.handOver(cs, nil)
 	}
-	lx := &loopExchange{cs: cs, headLen: n}
+	// The last request's exchange and Header map, if it ended on the
+	// loop, serve this one.
+	lx := cs.spare
+	var header http.Header
+	if lx == nil {
+		lx = new(loopExchange)
+	} else {
+		cs.spare, header = nil, lx.req.Header
+	}
+	*lx = loopExchange{cs: cs, headLen: n}
 	r := &lx.req
+	r.Header = header
 	if !h1.ParseBodiless(buf[:n], r) {
 		return s.handOver(cs, nil)
 	}
@@ -546,7 +558,7 @@ func (s *loopServer) answer(us *loopUpstream) gnet.Action {
 			}
 			return gnet.None
 		}
-		resp := h1.ParseAnswer(buf[:n], &lx.ex.out, &lx.relay)
+		resp := h1.ParseAnswer(buf[:n], &lx.ex.out, &lx.relay, &lx.resp)
 		if resp == nil || resp.Header != nil || lx.relay.Length > loopMaxAnswer ||
 			classifyStatus(resp.StatusCode) == answered5xx {
 			return s.handOverAnswer(lx, us)
@@ -593,11 +605,12 @@ func (s *loopServer) answer(us *loopUpstream) gnet.Action {
 	// pooled once the client's next request is under way, so that this
 	// callback does not write to its own connection.
 	keep := !lx.upCloses && u.InboundBuffered() == 0
-	s.next(lx)
+	headAt := lx.headAt
+	s.next(lx) // lx may now be the client's next request
 	if !keep || us.doomed {
 		return gnet.Close
 	}
-	us.reused, us.idleSince = false, lx.headAt
+	us.reused, us.idleSince = false, headAt
 	l.idle[us.addr] = append(l.idle[us.addr], u)
 	return gnet.None
 }
@@ -616,6 +629,9 @@ func (s *loopServer) next(lx *loopExchange) {
 	c := cs.conn
 	_, _ = c.Discard(lx.headLen)
 	cs.cur, cs.idleSince = nil, time.Now()
+	// Ended, and referred to by nothing else: the loop's state was let go
+	// of it as it ended. A request that ends any other way is not reused.
+	cs.spare = lx
 	if lx.closeAfter {
 		s.closeClient(cs)
 		return

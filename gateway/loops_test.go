@@ -104,6 +104,46 @@ func TestLoopsHandOverInOrder(t *testing.T) {
 	}
 }
 
+// The loops reuse a connection's request state from one request to the
+// next: nothing of one request's head reaches the next one's.
+func TestLoopsKeepRequestsApart(t *testing.T) {
+	rec := newTestBackend(t, "app-1")
+	_, addr, _ := newLoopHarness(t, edgeSnapshot(rec, "/"))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i, head := range []string{
+		"GET /one HTTP/1.1\r\nHost: x\r\nX-First: 1\r\nAccept: a/one\r\n\r\n",
+		"GET /two HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if rec.count() != 2 {
+		t.Fatalf("the backend saw %d requests, want 2", rec.count())
+	}
+	second := rec.last()
+	if second.URL.Path != "/two" {
+		t.Fatalf("the last request the backend saw was %s", second.URL.Path)
+	}
+	for _, name := range []string{"X-First", "Accept"} {
+		if v, ok := second.Header[name]; ok {
+			t.Errorf("the second request carried the first one's %s: %q", name, v)
+		}
+	}
+}
+
 func trim(s string) string {
 	if len(s) > 20 {
 		return s[:20] + "..."

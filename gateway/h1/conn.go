@@ -225,7 +225,7 @@ func (c *conn) readRequest() (*http.Request, error) {
 	// The simple parser takes only names and values that are valid, which
 	// net/http's reader does not check: those it read are checked below.
 	req := &c.simple
-	checked := parseSimpleRequest(head, c.br, req)
+	checked := parseSimpleRequest(head, c.br, req, nil)
 	if checked {
 		_, _ = c.br.Discard(len(head))
 	} else if req, err = http.ReadRequest(c.br); err != nil {

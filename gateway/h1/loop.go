@@ -23,19 +23,21 @@ func (s *Server) MaxHeadBytes() int { return s.maxHeadBytes() }
 // ParseBodiless parses a whole request head of the common shape (see
 // simple.go) for a request without a body into req. It reports false,
 // leaving req to be overwritten, for any other head, a request with a
-// body included: such a request is the server's to read.
+// body included: such a request is the server's to read. The Header
+// req already has, if any, is emptied and reused: the caller vouches
+// that nothing else holds it.
 func ParseBodiless(head []byte, req *http.Request) bool {
-	return parseSimpleRequest(head, nil, req) && req.ContentLength == 0
+	return parseSimpleRequest(head, nil, req, req.Header) && req.ContentLength == 0
 }
 
 // ParseAnswer parses a whole answer head to req of the common shape, its
-// blank line included, keeping its lines in relay as SimpleAnswerHead
-// does. It returns nil for any other head.
-func ParseAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.Response {
+// blank line included, into resp, keeping its lines in relay as
+// SimpleAnswerHead does. It returns resp, or nil for any other head.
+func ParseAnswer(head []byte, req *http.Request, relay *AnswerHead, resp *http.Response) *http.Response {
 	if req.Method == http.MethodHead {
 		return nil
 	}
-	return parseSimpleAnswer(head, req, relay)
+	return parseSimpleAnswer(head, req, relay, resp)
 }
 
 // AppendRelayHead appends to dst the head this package's server writes

@@ -55,7 +55,7 @@ func simpleAnswer(br *bufio.Reader, req *http.Request, relay *AnswerHead) *http.
 	for {
 		buf, _ := br.Peek(br.Buffered())
 		if n := headLen(buf); n > 0 {
-			resp := parseSimpleAnswer(buf[:n], req, relay)
+			resp := parseSimpleAnswer(buf[:n], req, relay, nil)
 			if resp != nil {
 				_, _ = br.Discard(n)
 				resp.Body = sized(br, resp.ContentLength)
@@ -72,9 +72,10 @@ func simpleAnswer(br *bufio.Reader, req *http.Request, relay *AnswerHead) *http.
 }
 
 // parseSimpleAnswer parses a whole answer head, its blank line included,
-// or returns nil when it is not of the common shape. With relay, the
-// header lines are kept there, not in a Header.
-func parseSimpleAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.Response {
+// into resp, or a new Response when resp is nil; or returns nil when it is
+// not of the common shape. With relay, the header lines are kept there,
+// not in a Header.
+func parseSimpleAnswer(head []byte, req *http.Request, relay *AnswerHead, resp *http.Response) *http.Response {
 	line, rest, ok := splitHead(head)
 	// "HTTP/1.1 200 OK": a final status that has a body.
 	if !ok || len(line) < 12 || line[:9] != "HTTP/1.1 " || (len(line) > 12 && line[12] != ' ') {
@@ -91,11 +92,11 @@ func parseSimpleAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.
 	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified || !httpguts.ValidHeaderFieldValue(status) {
 		return nil
 	}
-	h, ok := parseSimpleHeader(rest, relay, 0)
+	h, ok := parseSimpleHeader(rest, relay, 0, nil)
 	if !ok && h.unrelayable {
 		// The same lines into a Header, from the same copy of the head.
 		relay = nil
-		h, ok = parseSimpleHeader(rest, nil, 0)
+		h, ok = parseSimpleHeader(rest, nil, 0, nil)
 	}
 	if !ok || h.length < 0 {
 		return nil // no length: it ends with the connection, net/http's to read
@@ -106,7 +107,10 @@ func parseSimpleAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.
 	if relay != nil {
 		relay.Code, relay.Length = code, h.length
 	}
-	return &http.Response{
+	if resp == nil {
+		resp = new(http.Response)
+	}
+	*resp = http.Response{
 		Status:        status,
 		StatusCode:    code,
 		Proto:         "HTTP/1.1",
@@ -117,13 +121,15 @@ func parseSimpleAnswer(head []byte, req *http.Request, relay *AnswerHead) *http.
 		Close:         h.closes,
 		Request:       req,
 	}
+	return resp
 }
 
 // parseSimpleRequest parses a whole request head, its blank line
 // included, whose body (if any) follows in br, into req; or reports false
 // when the head is not of the common shape: an origin-form target
 // ("/path"), no CONNECT, HTTP/1.1, one Host, a Content-Length or no body.
-func parseSimpleRequest(head []byte, br *bufio.Reader, req *http.Request) bool {
+// The Header is reuse, emptied, when it is not nil.
+func parseSimpleRequest(head []byte, br *bufio.Reader, req *http.Request, reuse http.Header) bool {
 	line, rest, ok := splitHead(head)
 	if !ok {
 		return false
@@ -138,7 +144,7 @@ func parseSimpleRequest(head []byte, br *bufio.Reader, req *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	h, ok := parseSimpleHeader(rest, nil, requestHeaderRoom)
+	h, ok := parseSimpleHeader(rest, nil, requestHeaderRoom, reuse)
 	if !ok || h.hosts > 1 || h.pragma {
 		return false
 	}
@@ -197,14 +203,19 @@ const requestHeaderRoom = 3
 // one is a plain "Name: value" (a token, then text without control
 // characters but HTAB), none is Transfer-Encoding or Trailer, and there is
 // at most one valid Content-Length. The Header is made with room for that
-// many more fields. With relay, the lines are kept there (see keep) and
-// no Header is made.
-func parseSimpleHeader(lines string, relay *AnswerHead, room int) (simpleHeader, bool) {
+// many more fields, or is reuse, emptied, when that is not nil. With
+// relay, the lines are kept there (see keep) and no Header is made.
+func parseSimpleHeader(lines string, relay *AnswerHead, room int, reuse http.Header) (simpleHeader, bool) {
 	h := simpleHeader{length: -1}
 	var values []string
 	if relay == nil {
 		n := strings.Count(lines, "\r\n")
-		h.header = make(http.Header, n+room)
+		if reuse != nil {
+			clear(reuse)
+			h.header = reuse
+		} else {
+			h.header = make(http.Header, n+room)
+		}
 		values = make([]string, n) // one array for the values, as textproto does
 	} else {
 		*relay = AnswerHead{lines: lines}

@@ -215,7 +215,7 @@ func TestSimpleRequestShape(t *testing.T) {
 		if n == 0 {
 			t.Fatalf("%q: no head", tc.request)
 		}
-		if taken := parseSimpleRequest(buf[:n], br, new(http.Request)); taken != tc.taken {
+		if taken := parseSimpleRequest(buf[:n], br, new(http.Request), nil); taken != tc.taken {
 			t.Errorf("%q: taken %v, want %v", tc.request, taken, tc.taken)
 		}
 	}
@@ -235,7 +235,7 @@ func FuzzSimpleRequest(f *testing.F) {
 		br := bufio.NewReader(bytes.NewReader(data))
 		_, _ = br.Discard(n)
 		fast := new(http.Request)
-		if !parseSimpleRequest(data[:n], br, fast) {
+		if !parseSimpleRequest(data[:n], br, fast, nil) {
 			return
 		}
 		slow, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data)))
@@ -321,7 +321,7 @@ func TestSimpleRequestHeaderRoom(t *testing.T) {
 	br := bufio.NewReader(strings.NewReader(""))
 	var req http.Request
 	parse := func() {
-		if !parseSimpleRequest(head, br, &req) {
+		if !parseSimpleRequest(head, br, &req, nil) {
 			t.Fatal("not taken")
 		}
 	}
