@@ -149,6 +149,25 @@ func freePorts(n int) ([]int, error) {
 
 var probe = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
+// fetch GETs url and returns its body (its first MiB), or an error that
+// says what came instead of a 200.
+func fetch(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := probe.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %q", resp.Status, firstLine(string(b)))
+	}
+	return string(b), err
+}
+
 // waitFor polls url until ok accepts the answer body (status 200), the
 // process exits, or the timeout passes.
 func waitFor(ctx context.Context, p *proc, url string, timeout time.Duration, ok func(body string) bool) error {
@@ -159,17 +178,14 @@ func waitFor(ctx context.Context, p *proc, url string, timeout time.Duration, ok
 		if p != nil && !p.alive() {
 			return fmt.Errorf("%s exited while starting:\n%s", p.name, p.tail())
 		}
-		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		resp, err := probe.Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
-			if resp.StatusCode == 200 && ok(string(b)) {
-				return nil
-			}
-			last = fmt.Sprintf("%s: %q", resp.Status, firstLine(string(b)))
-		} else {
+		b, err := fetch(ctx, url)
+		if err == nil && ok(b) {
+			return nil
+		}
+		if err != nil {
 			last = err.Error()
+		} else {
+			last = fmt.Sprintf("200 OK: %q", firstLine(b))
 		}
 		select {
 		case <-ctx.Done():

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"time"
 )
 
@@ -40,21 +38,4 @@ func countSpans(ctx context.Context, targets []*target, c *collector) error {
 	fmt.Printf("spans: the collector accepted %.0f of the %.0f the traced rows made (%.2f%%)\n",
 		accepted, made, 100*accepted/made)
 	return nil
-}
-
-func fetch(ctx context.Context, url string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := probe.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("%s", resp.Status)
-	}
-	return string(b), err
 }
