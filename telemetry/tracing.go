@@ -51,7 +51,7 @@ func Setup(ctx context.Context, opts Options) (shutdown func(context.Context) er
 	if err != nil {
 		return nil, err
 	}
-	exp, err := autoexport.NewSpanExporter(ctx)
+	exp, err := spanExporter(ctx)
 	if err != nil {
 		return nil, err
 	}
