@@ -15,7 +15,8 @@ import (
 
 	"github.com/hopgate/hopgate/discovery"
 	"github.com/hopgate/hopgate/gateway/internal/cputime"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"github.com/hopgate/hopgate/telemetry"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -85,24 +86,32 @@ func BenchmarkProxyScale(b *testing.B) {
 
 // BenchmarkProxyTraced is one proxied GET, served as BenchmarkProxyServed
 // is, with every request sampled and exported over OTLP/HTTP, as
-// telemetry.Setup wires it, to a collector that discards: the gateway's
-// whole cost of tracing, export included. Each request comes fresh off the
-// wire, without trace context, as a load generator's do.
+// telemetry.Setup wires it for the binary, to a collector that discards:
+// the gateway's whole cost of tracing, export included. Each request
+// comes fresh off the wire, without trace context, as a load generator's
+// do.
 func BenchmarkProxyTraced(b *testing.B) {
 	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 	}))
 	defer collector.Close()
-	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(collector.URL+"/v1/traces"))
+	for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+		"OTEL_SDK_DISABLED", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"} {
+		b.Setenv(k, "")
+	}
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	b.Setenv("OTEL_TRACES_SAMPLER", "always_on")
+	was := otel.GetTracerProvider()
+	defer otel.SetTracerProvider(was)
+	shutdown, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "hopgate"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp))
-	defer tp.Shutdown(context.Background())
+	defer shutdown(context.Background())
 	port := cannedUpstream(b)
 	gw := New(Options{})
 	gw.Apply(snapshot(&discovery.Service{Name: "s", Instances: []discovery.Instance{instance("b", port, "/")}}))
-	p := NewProxy(gw, ProxyOptions{TracerProvider: tp, Propagator: propagation.TraceContext{}})
+	p := NewProxy(gw, ProxyOptions{TracerProvider: otel.GetTracerProvider(), Propagator: propagation.TraceContext{}})
 	benchServed(b, p, "/hello", 100)
 }
 
