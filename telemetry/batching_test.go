@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,8 +11,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
-	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // stallingCollector is an OTLP/HTTP trace receiver whose first export
@@ -30,11 +27,7 @@ func newStallingCollector(t *testing.T) *stallingCollector {
 	c := &stallingCollector{stalled: make(chan struct{}), release: make(chan struct{})}
 	var first sync.Once
 	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		var req coltrace.ExportTraceServiceRequest
-		if err == nil {
-			err = proto.Unmarshal(body, &req)
-		}
+		req, _, err := readExport(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

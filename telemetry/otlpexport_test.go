@@ -49,32 +49,35 @@ func (r *receiver) take(req *coltrace.ExportTraceServiceRequest) {
 	}
 }
 
-// httpReceiver is an OTLP/HTTP collector; it takes gzip-compressed
-// requests as real ones do.
+// readExport reads an OTLP/HTTP export request, gzip-compressed or not,
+// as a collector does.
+func readExport(r *http.Request) (req *coltrace.ExportTraceServiceRequest, gzipped bool, err error) {
+	var body io.Reader = r.Body
+	if gzipped = r.Header.Get("Content-Encoding") == "gzip"; gzipped {
+		if body, err = gzip.NewReader(r.Body); err != nil {
+			return nil, true, err
+		}
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return nil, gzipped, err
+	}
+	req = &coltrace.ExportTraceServiceRequest{}
+	return req, gzipped, proto.Unmarshal(b, req)
+}
+
+// httpReceiver is an OTLP/HTTP collector.
 func httpReceiver(t *testing.T, r *receiver) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		var body io.Reader = req.Body
-		if req.Header.Get("Content-Encoding") == "gzip" {
-			zr, err := gzip.NewReader(req.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			body = zr
-			r.mu.Lock()
-			r.gzip = true
-			r.mu.Unlock()
-		}
-		b, err := io.ReadAll(body)
-		var msg coltrace.ExportTraceServiceRequest
-		if err == nil {
-			err = proto.Unmarshal(b, &msg)
-		}
+		msg, gzipped, err := readExport(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		r.take(&msg)
+		r.mu.Lock()
+		r.gzip = r.gzip || gzipped
+		r.mu.Unlock()
+		r.take(msg)
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	t.Cleanup(srv.Close)
