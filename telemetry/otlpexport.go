@@ -32,6 +32,8 @@ func spanExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
 	case "grpc":
 		client = otlptracegrpc.NewClient()
 	default:
+		// http/json included, which autoexport refuses too: JSON would
+		// leave out the spans, carried as unknown protobuf fields.
 		return nil, fmt.Errorf("OTLP protocol %q: want http/protobuf or grpc", proto)
 	}
 	if err := client.Start(ctx); err != nil {
