@@ -16,8 +16,9 @@ import (
 // format (opentelemetry/proto/trace/v1/trace.proto), one ResourceSpans
 // message body per resource. It produces what the OTLP exporter's own
 // conversion to generated messages and proto.Marshal produce, without
-// the five or so allocations per attribute and the reflection that cost
-// a gateway, which makes two spans a request, a fifth of its CPU.
+// the five or so allocations per attribute and the reflection, which
+// cost a gateway making two spans a request about an eighth of its CPU
+// (13% by perf record, flat out) and, in allocations, more to collect.
 //
 // It reuses its buffers from batch to batch, and the encoded resource and
 // scope, which every span of a process shares: an encoder is for one
