@@ -61,6 +61,7 @@ func TestDashboardDocument(t *testing.T) {
 			t.Fatal(code)
 		}
 	}
+	awaitValue(t, NewAdmin(h.gw, opts), `hopgate_requests_total{code="2xx",method="GET",route="/"}`, 10)
 	doc := dashboardView(h.gw, opts, t0.Add(2*time.Second))
 
 	// Through JSON, as the page reads it.

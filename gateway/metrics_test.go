@@ -55,6 +55,24 @@ func wantValue(t *testing.T, body, series string, want float64) {
 	}
 }
 
+// awaitValue scrapes admin until series reaches want, for at most 5 s:
+// on the event loops a request's metrics are recorded just after its
+// answer is written, so its client may read them a moment too early.
+func awaitValue(t *testing.T, admin http.Handler, series string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, _ := value(scrape(t, admin, false), series)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v after 5 s, want %v", series, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func grepLines(body, sub string) string {
 	var out []string
 	for _, l := range strings.Split(body, "\n") {
