@@ -32,6 +32,11 @@ type spanEncoder struct {
 	scopes    map[instrumentation.Scope][]byte
 }
 
+// maxKeptBuffer bounds the buffer kept from one batch to the next: a
+// gateway's batch of 2048 spans takes about 1 MB, and a batch of outsized
+// spans should not hold its memory for the life of the process.
+const maxKeptBuffer = 4 << 20
+
 // maxCached bounds the encoded resources and scopes kept: a process has
 // one resource and a few scopes, but nothing stops it making more.
 const maxCached = 64
@@ -113,6 +118,9 @@ const (
 // bodies live in the encoder's buffer until the next call.
 func (e *spanEncoder) encode(spans []sdktrace.ReadOnlySpan) [][]byte {
 	e.group(spans)
+	if cap(e.buf) > maxKeptBuffer {
+		e.buf = nil // the last batch was outsized: let its memory go
+	}
 	e.buf, e.starts, e.bodies = e.buf[:0], e.starts[:0], e.bodies[:0]
 	for i := 0; i < len(e.groups); {
 		res := e.groups[i].res

@@ -213,6 +213,21 @@ func TestOTLPEncodingMatchesTheOTelExporter(t *testing.T) {
 	})
 }
 
+func TestOTLPEncoderLetsGoOfAnOutsizedBatch(t *testing.T) {
+	var enc spanEncoder
+	enc.encode(tracetest.SpanStubs{{Name: "big", Attributes: []attribute.KeyValue{
+		attribute.String("blob", strings.Repeat("x", 2*maxKeptBuffer))}}}.Snapshots())
+	if cap(enc.buf) <= maxKeptBuffer {
+		t.Fatalf("the outsized batch took %d bytes, no more than the %d kept", cap(enc.buf), maxKeptBuffer)
+	}
+	small := tracetest.SpanStubs{{Name: "small"}}.Snapshots()
+	enc.encode(small)
+	if cap(enc.buf) > maxKeptBuffer {
+		t.Errorf("after a small batch the encoder still holds %d bytes, want at most %d", cap(enc.buf), maxKeptBuffer)
+	}
+	sameRequests(t, viaOTel(t, small), viaHopgate(t, small))
+}
+
 func TestOTLPExporterSendsNothingForNoSpans(t *testing.T) {
 	c := &wireClient{}
 	exp := &otlpExporter{client: c}
