@@ -192,19 +192,9 @@ next:
 
 // resource is res's Resource message, encoded once.
 func (e *spanEncoder) resource(res *resource.Resource) []byte {
-	key := res.Equivalent()
-	if b, ok := e.resources[key]; ok {
-		return b
-	}
-	var b []byte
-	for it := res.Iter(); it.Next(); {
-		b = appendKeyValue(b, resourceAttributes, it.Attribute())
-	}
-	if e.resources == nil || len(e.resources) >= maxCached {
-		e.resources = map[attribute.Distinct][]byte{}
-	}
-	e.resources[key] = b
-	return b
+	return encodeOnce(&e.resources, res.Equivalent(), func() []byte {
+		return appendAttributes(nil, resourceAttributes, res.Iter())
+	})
 }
 
 // scopeSpans appends g as a ScopeSpans field.
@@ -225,19 +215,32 @@ func (e *spanEncoder) scopeSpans(b []byte, g *spanGroup) []byte {
 
 // scope is s's InstrumentationScope message, encoded once.
 func (e *spanEncoder) scope(s instrumentation.Scope) []byte {
-	if b, ok := e.scopes[s]; ok {
+	return encodeOnce(&e.scopes, s, func() []byte {
+		b := appendString(nil, scopeName, s.Name)
+		b = appendString(b, scopeVersion, s.Version)
+		return appendAttributes(b, scopeAttributes, s.Attributes.Iter())
+	})
+}
+
+// encodeOnce returns (*cache)[key], encoded by enc the first time; the
+// cache starts afresh when it holds maxCached.
+func encodeOnce[K comparable](cache *map[K][]byte, key K, enc func() []byte) []byte {
+	if b, ok := (*cache)[key]; ok {
 		return b
 	}
-	var b []byte
-	b = appendString(b, scopeName, s.Name)
-	b = appendString(b, scopeVersion, s.Version)
-	for it := s.Attributes.Iter(); it.Next(); {
-		b = appendKeyValue(b, scopeAttributes, it.Attribute())
+	if *cache == nil || len(*cache) >= maxCached {
+		*cache = make(map[K][]byte)
 	}
-	if e.scopes == nil || len(e.scopes) >= maxCached {
-		e.scopes = map[instrumentation.Scope][]byte{}
+	b := enc()
+	(*cache)[key] = b
+	return b
+}
+
+// appendAttributes appends the attributes of it as KeyValue fields numbered num.
+func appendAttributes(b []byte, num protowire.Number, it attribute.Iterator) []byte {
+	for it.Next() {
+		b = appendKeyValue(b, num, it.Attribute())
 	}
-	e.scopes[s] = b
 	return b
 }
 
